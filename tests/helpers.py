@@ -1,0 +1,132 @@
+"""Builders for AdmissionReviews and a checked way to apply a review's patch, shared by all test areas."""
+
+import base64
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+
+from webhook.review import Reviewed, review
+from webhook.settings import Contract
+from webhook.wire import Json
+
+FIXTURES = Path(__file__).parent / "fixtures"
+DEFAULT = Contract()
+TOKEN_PATH = "/var/run/secrets/tokens/token"
+
+
+def fixture(name: str) -> Json:
+    data: Json = json.loads((FIXTURES / name).read_text())
+    return data
+
+
+def container(name: str, **fields: Any) -> Json:
+    return {"name": name, "image": "registry.example.com/app:1", **fields}
+
+
+def make_pod(
+    *containers: Json,
+    annotations: dict[str, str] | None = None,
+    init_containers: list[Json] | None = None,
+    volumes: list[Json] | None = None,
+    **spec: Any,
+) -> Json:
+    """A Pod as the API server sends it: empty arrays are absent, not empty."""
+    pod: Json = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "app", "namespace": "api"},
+        "spec": {"containers": list(containers) or [container("app")], **spec},
+    }
+    if annotations is not None:
+        pod["metadata"]["annotations"] = annotations
+    if init_containers is not None:
+        pod["spec"]["initContainers"] = init_containers
+    if volumes is not None:
+        pod["spec"]["volumes"] = volumes
+    return pod
+
+
+def annotated(audience: str = "data-store", **more: str) -> dict[str, str]:
+    """Pod annotations opting in to ``audience``; ``more`` keys are under the prefix, '_' read as '-'."""
+    out = {"token-projector.io/audience": audience}
+    out.update({f"token-projector.io/{key.replace('_', '-')}": value for key, value in more.items()})
+    return out
+
+
+def admission_review(
+    pod: Json | None,
+    *,
+    operation: str = "CREATE",
+    api_version: str = "admission.k8s.io/v1",
+    uid: str = "7f9c2a1e-3b4d-4c5e-8f6a-0b1c2d3e4f5a",
+    resource: tuple[str, str] = ("", "pods"),
+    sub_resource: str | None = None,
+    dry_run: bool = False,
+) -> Json:
+    request: Json = {
+        "uid": uid,
+        "kind": {"group": resource[0], "version": "v1", "kind": "Pod"},
+        "resource": {"group": resource[0], "version": "v1", "resource": resource[1]},
+        "namespace": "api",
+        "operation": operation,
+        "userInfo": {"username": "kubernetes-admin"},
+        "object": pod,
+        "dryRun": dry_run,
+    }
+    if sub_resource:
+        request["subResource"] = sub_resource
+    return {"apiVersion": api_version, "kind": "AdmissionReview", "request": request}
+
+
+def run(body: Json, contract: Contract = DEFAULT) -> Reviewed:
+    """Review a copy of ``body``, then check that the review did not modify its input."""
+    before = copy.deepcopy(body)
+    reviewed = review(body, contract)
+    assert body == before, "the review must not change the request it was given"
+    return reviewed
+
+
+def ops_of(reviewed: Reviewed) -> list[Json]:
+    response = reviewed.response["response"]
+    if "patch" not in response:
+        return []
+    assert response.get("patchType") == "JSONPatch"
+    ops: list[Json] = json.loads(base64.b64decode(response["patch"]))
+    assert ops, "a patch is never empty: no changes means no patch field"
+    assert {op["op"] for op in ops} == {"add"}, f"only add operations are allowed: {ops}"
+    return ops
+
+
+def patched(body: Json, contract: Contract = DEFAULT) -> Json:
+    """The Pod after its review's patch, applied with jsonpatch as the API server would."""
+    reviewed = run(body, contract)
+    assert reviewed.response["response"]["allowed"], reviewed.response["response"].get("status")
+    result: Json = jsonpatch.apply_patch(copy.deepcopy(body["request"]["object"]), ops_of(reviewed))
+    return result
+
+
+def denial(body: Json, contract: Contract = DEFAULT) -> Json:
+    """The metav1.Status of a review that must be a denial."""
+    response = run(body, contract).response["response"]
+    assert response["allowed"] is False, f"expected a denial, got {response}"
+    assert "patch" not in response
+    status: Json = dict(response["status"])
+    return status
+
+
+def token_volume(audience: str = "data-store", expiration: int = 3600) -> Json:
+    return {
+        "name": "audience-token",
+        "projected": {
+            "sources": [
+                {"serviceAccountToken": {"audience": audience, "expirationSeconds": expiration, "path": "token"}}
+            ]
+        },
+    }
+
+
+TOKEN_MOUNT = {"name": "audience-token", "mountPath": "/var/run/secrets/tokens", "readOnly": True}
+TOKEN_ENV = {"name": "SERVICE_ACCOUNT_TOKEN_PATH", "value": TOKEN_PATH}

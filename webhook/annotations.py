@@ -1,0 +1,87 @@
+"""Reads a Pod's token-projector annotations into a ``TokenSpec``, or refuses them with a reason.
+
+Every refusal names the annotation, the value it had and what is allowed, because the person
+reading it is an application developer looking at ``kubectl`` output, not at our code.
+"""
+
+import re
+from dataclasses import dataclass
+
+from webhook.errors import invalid
+from webhook.settings import (
+    ANNOTATION_KEYS,
+    AUDIENCE_KEY,
+    EXPIRATION_KEY,
+    MIN_EXPIRATION_SECONDS,
+    SKIP_CONTAINERS_KEY,
+    Contract,
+)
+
+_DIGITS = re.compile(r"[0-9]+")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenSpec:
+    """What one annotated Pod asked for."""
+
+    audience: str
+    expiration_seconds: int
+    skip_containers: frozenset[str]
+
+
+def read_token_spec(annotations: dict[str, str], contract: Contract) -> TokenSpec | None:
+    """The Pod's request, ``None`` when it did not opt in; raises ``Denied`` for a bad value."""
+    audience_key = contract.annotation(AUDIENCE_KEY)
+    if audience_key not in annotations:
+        return None
+    audience = annotations[audience_key]
+    if not audience.strip():
+        # An empty audience does not fail at the API server: it silently mints a token for the
+        # API server's own audiences, i.e. a Kubernetes API credential. Never let that through.
+        raise invalid(
+            f"annotation {audience_key} is empty; it must name the audience that will verify the "
+            f"token, e.g. {audience_key}: data-store (an empty audience would yield a Kubernetes API credential)"
+        )
+    if audience != audience.strip():
+        raise invalid(
+            f"annotation {audience_key} is {audience!r}, with leading or trailing white space; "
+            f"use {audience.strip()!r}: a token's audience must match the verifier's exactly"
+        )
+    if audience in contract.denied_audiences:
+        raise invalid(
+            f"annotation {audience_key} is {audience!r}, an audience of the Kubernetes API server "
+            f"itself, which this cluster does not allow (denied: {', '.join(contract.denied_audiences)}); "
+            "name your own service's audience instead"
+        )
+    return TokenSpec(
+        audience=audience,
+        expiration_seconds=_expiration(annotations, contract),
+        skip_containers=_skipped(annotations, contract),
+    )
+
+
+def unknown_annotations(annotations: dict[str, str], contract: Contract) -> list[str]:
+    """Annotations under our prefix that we do not know: most likely typos that would be ignored."""
+    prefix = contract.annotation_prefix + "/"
+    known = {contract.annotation(key) for key in ANNOTATION_KEYS}
+    return sorted(key for key in annotations if key.startswith(prefix) and key not in known)
+
+
+def _expiration(annotations: dict[str, str], contract: Contract) -> int:
+    key = contract.annotation(EXPIRATION_KEY)
+    raw = annotations.get(key)
+    if raw is None:
+        return contract.default_expiration_seconds
+    allowed = f"a whole number of seconds from {MIN_EXPIRATION_SECONDS} to {contract.max_expiration_seconds}"
+    if not _DIGITS.fullmatch(raw):
+        raise invalid(f"annotation {key} is {raw!r}, which is not a whole number; it must be {allowed}")
+    value = int(raw)
+    if not MIN_EXPIRATION_SECONDS <= value <= contract.max_expiration_seconds:
+        why = "the API server's minimum" if value < MIN_EXPIRATION_SECONDS else "this cluster's maximum"
+        raise invalid(f"annotation {key} is {raw}, outside {why}; it must be {allowed}")
+    return value
+
+
+def _skipped(annotations: dict[str, str], contract: Contract) -> frozenset[str]:
+    raw = annotations.get(contract.annotation(SKIP_CONTAINERS_KEY), "")
+    return frozenset(name.strip() for name in raw.split(",") if name.strip())

@@ -1,0 +1,121 @@
+"""The few Pod fields token-projector reads, with their JSON types checked once.
+
+The API server only ever sends well-formed Pods, but the same core answers hand-written files
+(``token-projector review``) and anything posted to the server. Checking the shape of what we
+read in one pass keeps the policy and mutation code free of type checks, and turns a malformed
+body into an ``InvalidReview`` that names the field, never into a crash.
+"""
+
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from webhook.errors import InvalidReview
+from webhook.wire import Json
+
+ContainerKind = Literal["initContainers", "containers"]
+CONTAINER_KINDS: tuple[ContainerKind, ...] = ("initContainers", "containers")
+"""Init containers first: native sidecars (restartPolicy: Always) live there and need the token too."""
+
+
+def check_shape(pod: object, where: str = "request.object") -> Json:
+    """Return ``pod`` once every field the core reads has the JSON type it must have."""
+    obj = _object(pod, where)
+    metadata = _optional_object(obj, "metadata", where)
+    if metadata is not None:
+        annotations = _optional_object(metadata, "annotations", f"{where}.metadata")
+        if annotations is not None:
+            for key, value in annotations.items():
+                if not isinstance(value, str):
+                    raise InvalidReview(f"{where}.metadata.annotations[{key!r}] must be a string, got {_kind(value)}")
+        for key in ("name", "generateName", "namespace"):
+            _optional_string(metadata, key, f"{where}.metadata")
+    spec = _object(obj.get("spec"), f"{where}.spec")
+    _optional_string(spec, "serviceAccountName", f"{where}.spec")
+    _optional_string(spec, "serviceAccount", f"{where}.spec")
+    for i, volume in enumerate(_optional_list(spec, "volumes", f"{where}.spec")):
+        at = f"{where}.spec.volumes[{i}]"
+        _string(_object(volume, at), "name", at)
+    for kind in CONTAINER_KINDS:
+        for i, container in enumerate(_optional_list(spec, kind, f"{where}.spec")):
+            at = f"{where}.spec.{kind}[{i}]"
+            _string(_object(container, at), "name", at)
+            for j, mount in enumerate(_optional_list(container, "volumeMounts", at)):
+                _string(_object(mount, f"{at}.volumeMounts[{j}]"), "name", f"{at}.volumeMounts[{j}]")
+                _string(mount, "mountPath", f"{at}.volumeMounts[{j}]")
+            for j, env in enumerate(_optional_list(container, "env", at)):
+                _string(_object(env, f"{at}.env[{j}]"), "name", f"{at}.env[{j}]")
+    return obj
+
+
+def annotations_of(pod: Json) -> dict[str, str]:
+    return ((pod.get("metadata") or {}).get("annotations")) or {}
+
+
+def volumes_of(pod: Json) -> list[Json]:
+    return pod["spec"].get("volumes") or []
+
+
+def containers_of(pod: Json) -> Iterator[tuple[ContainerKind, int, Json]]:
+    """Every container and init container, with the kind and index its JSON patch path needs."""
+    spec = pod["spec"]
+    for kind in CONTAINER_KINDS:
+        for index, container in enumerate(spec.get(kind) or ()):
+            yield kind, index, container
+
+
+def display_name(pod: Json) -> str:
+    """The Pod's name for messages and logs; a Deployment's Pod only has ``generateName`` yet."""
+    metadata = pod.get("metadata") or {}
+    name = metadata.get("name")
+    if name:
+        return str(name)
+    return f"{metadata.get('generateName') or ''}<generated>"
+
+
+def service_account_of(pod: Json) -> str:
+    spec = pod["spec"]
+    return spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+
+
+def same_path(a: str, b: str) -> bool:
+    """Mount paths that differ only by trailing slashes are the same place."""
+    return a.rstrip("/") == b.rstrip("/")
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}.get(type(value), "a number")
+
+
+def _object(value: object, where: str) -> Json:
+    if not isinstance(value, dict):
+        raise InvalidReview(f"{where} must be an object, got {_kind(value)}")
+    return value
+
+
+def _optional_object(parent: Json, key: str, where: str) -> Json | None:
+    value = parent.get(key)
+    return None if value is None else _object(value, f"{where}.{key}")
+
+
+def _optional_list(parent: Json, key: str, where: str) -> list[Any]:
+    value = parent.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidReview(f"{where}.{key} must be a list, got {_kind(value)}")
+    return value
+
+
+def _string(parent: Json, key: str, where: str) -> str:
+    value = parent.get(key)
+    if not isinstance(value, str):
+        raise InvalidReview(f"{where}.{key} must be a string, got {_kind(value)}")
+    return value
+
+
+def _optional_string(parent: Json, key: str, where: str) -> None:
+    value = parent.get(key)
+    if value is not None and not isinstance(value, str):
+        raise InvalidReview(f"{where}.{key} must be a string, got {_kind(value)}")

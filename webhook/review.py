@@ -1,0 +1,139 @@
+"""The review: one decoded AdmissionReview in, the AdmissionReview to answer out. Pure, no I/O.
+
+This is the whole decision of the webhook, in order: answer in the version the request came in;
+leave alone anything that is not a Pod CREATE, and mirror Pods; read the Pod's annotations;
+apply the legacy-token policy; plan the patch. The server, the ``review`` command and the tests
+all call ``review`` and nothing below it.
+"""
+
+import base64
+from dataclasses import dataclass
+from typing import Any, cast
+
+import orjson
+
+from webhook.annotations import read_token_spec, unknown_annotations
+from webhook.errors import Denied, InvalidReview
+from webhook.legacy import apply_policy
+from webhook.mutation import plan_injection
+from webhook.pod import annotations_of, check_shape, display_name
+from webhook.settings import MIRROR_POD_ANNOTATION, Contract
+from webhook.wire import (
+    ADMISSION_API_VERSIONS,
+    AdmissionApiVersion,
+    AdmissionResponse,
+    AdmissionReviewResponse,
+    Json,
+    Outcome,
+)
+
+AUDIT_INJECTED = "injected"
+"""Audit annotation key; the API server prefixes it with the webhook's name."""
+AUDIT_LEGACY_TOKEN = "legacy-token"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reviewed:
+    """The answer, and what the server logs and counts about it (never tokens or env values)."""
+
+    response: AdmissionReviewResponse
+    outcome: Outcome
+    uid: str
+    namespace: str
+    pod: str
+    operation: str
+
+
+def review(body: object, contract: Contract) -> Reviewed:
+    """Answer one decoded AdmissionReview; raises ``InvalidReview`` when ``body`` is not one."""
+    api_version, request = _envelope(body)
+    uid = request["uid"]
+    operation = str(request.get("operation") or "")
+    namespace = str(request.get("namespace") or "")
+    response: AdmissionResponse = {"uid": uid, "allowed": True}
+    outcome: Outcome = "unchanged"
+    pod_name = str(request.get("name") or "")
+
+    if _is_pod_create(request):
+        pod = check_shape(request.get("object"))
+        pod_name = display_name(pod)
+        annotations = annotations_of(pod)
+        if MIRROR_POD_ANNOTATION not in annotations:
+            try:
+                outcome = _mutate(pod, annotations, response, contract)
+            except Denied as denial:
+                response = {
+                    "uid": uid,
+                    "allowed": False,
+                    "status": {
+                        "status": "Failure",
+                        "code": denial.code,
+                        "reason": denial.reason,
+                        "message": denial.message,
+                    },
+                }
+                outcome = "denied"
+
+    return Reviewed(
+        response={"apiVersion": api_version, "kind": "AdmissionReview", "response": response},
+        outcome=outcome,
+        uid=uid,
+        namespace=namespace,
+        pod=pod_name,
+        operation=operation,
+    )
+
+
+def _mutate(pod: Json, annotations: dict[str, str], response: AdmissionResponse, contract: Contract) -> Outcome:
+    spec = read_token_spec(annotations, contract)
+    warnings = [
+        f"annotation {key} is not one token-projector knows and was ignored"
+        for key in unknown_annotations(annotations, contract)
+    ]
+    legacy = apply_policy(pod, audience=spec.audience if spec else None, contract=contract)
+    warnings += legacy
+    if legacy:
+        response["auditAnnotations"] = {AUDIT_LEGACY_TOKEN: "warned: " + "; ".join(legacy)}
+    outcome: Outcome = "unchanged"
+    if spec is not None:
+        injection = plan_injection(pod, spec, contract)
+        warnings += injection.warnings
+        if injection.ops:
+            response["patchType"] = "JSONPatch"
+            response["patch"] = base64.b64encode(orjson.dumps(injection.ops)).decode("ascii")
+            response.setdefault("auditAnnotations", {})[AUDIT_INJECTED] = (
+                f"volume={contract.volume_name} audience={spec.audience} "
+                f"expirationSeconds={spec.expiration_seconds} containers={','.join(injection.containers) or '-'}"
+            )
+            outcome = "mutated"
+    if warnings:
+        response["warnings"] = warnings
+    return outcome
+
+
+def _envelope(body: object) -> tuple[AdmissionApiVersion, dict[str, Any]]:
+    if not isinstance(body, dict):
+        raise InvalidReview("body must be a JSON object (an AdmissionReview)")
+    if body.get("kind") != "AdmissionReview":
+        raise InvalidReview(f"kind must be AdmissionReview, got {body.get('kind')!r}")
+    api_version = body.get("apiVersion")
+    if api_version not in ADMISSION_API_VERSIONS:
+        raise InvalidReview(f"apiVersion must be one of {', '.join(ADMISSION_API_VERSIONS)}, got {api_version!r}")
+    request = body.get("request")
+    if not isinstance(request, dict):
+        raise InvalidReview("AdmissionReview has no request object")
+    uid = request.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise InvalidReview("request.uid must be a non-empty string")
+    return cast(AdmissionApiVersion, api_version), request
+
+
+def _is_pod_create(request: dict[str, Any]) -> bool:
+    resource = request.get("resource")
+    return (
+        request.get("operation") == "CREATE"
+        and isinstance(resource, dict)
+        and resource.get("group") == ""
+        and resource.get("resource") == "pods"
+        and not request.get("subResource")
+    )
