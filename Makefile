@@ -29,10 +29,11 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-run: $(STAMP) ## serve the webhook on https://localhost:8443 (no cluster needed)
-	@echo "token-projector serve is not available yet: the HTTPS server lands with issue 4." >&2
-	@echo "Meanwhile: $(BIN)/token-projector review tests/fixtures/deployment-pod-annotated.json --pod" >&2
-	@exit 2
+certs: $(STAMP) ## make development certificates in certs/ (kept if they exist)
+	$(BIN)/token-projector certs --if-missing --dns-name localhost --ip 127.0.0.1
+
+run: certs ## serve the webhook on https://localhost:8443 (no cluster needed)
+	$(BIN)/token-projector serve --address 127.0.0.1 --drain-seconds 0
 
 clean: ## remove the virtual environment and caches
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

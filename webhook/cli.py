@@ -110,9 +110,10 @@ def _read_file(path: str) -> bytes:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    load(ServerSettings, args), load(Contract, args)  # settings errors show even before the server exists
-    print("token-projector serve is not available yet: the HTTPS server lands with issue 4.", file=sys.stderr)
-    return EXIT_USAGE
+    from webhook.server import serve
+
+    serve(load(ServerSettings, args), load(Contract, args))
+    return 0
 
 
 def _certs(args: argparse.Namespace) -> int:

@@ -1,0 +1,66 @@
+"""A real token-projector admission app on a real TLS socket, and a client that verifies it."""
+
+import ssl
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestServer
+
+from tests.tls_material import cert_and_key, client_context, make_certs
+from webhook.metrics import Metrics
+from webhook.server import Lifecycle, make_admission_app, make_probe_app
+from webhook.settings import Contract, ServerSettings
+from webhook.tls import CertificateReloader
+
+
+@dataclass
+class Webhook:
+    url: str
+    session: aiohttp.ClientSession
+    metrics: Metrics
+    lifecycle: Lifecycle
+    reloader: CertificateReloader
+    certs: Path
+    probes: TestServer
+
+    async def post(self, body: bytes, *, content_type: str = "application/json", **kw: Any) -> aiohttp.ClientResponse:
+        return await self.session.post(f"{self.url}/mutate", data=body, headers={"Content-Type": content_type}, **kw)
+
+    async def probe(self, path: str) -> tuple[int, str]:
+        async with self.session.get(f"http://127.0.0.1:{self.probes.port}{path}") as response:
+            return response.status, await response.text()
+
+
+@pytest.fixture
+def certs(tmp_path: Path) -> Path:
+    return make_certs(tmp_path / "certs")
+
+
+@pytest.fixture
+def client_ssl(certs: Path) -> ssl.SSLContext:
+    return client_context(certs)
+
+
+@pytest.fixture
+async def webhook(
+    certs: Path, client_ssl: ssl.SSLContext, aiohttp_server: Callable[..., Any]
+) -> AsyncIterator[Webhook]:
+    cert_file, key_file = cert_and_key(certs)
+    settings = ServerSettings(
+        cert_file=cert_file,
+        key_file=key_file,
+        cert_reload_seconds=0.05,
+        max_body_bytes=64 * 1024,
+        read_timeout_seconds=1.0,
+    )
+    reloader = CertificateReloader(cert_file, key_file)
+    metrics, lifecycle = Metrics(), Lifecycle(ready=True)
+    app = make_admission_app(settings, Contract(), reloader=reloader, metrics=metrics, lifecycle=lifecycle)
+    server: TestServer = await aiohttp_server(app, ssl=reloader.listening_context, host="127.0.0.1")
+    probes: TestServer = await aiohttp_server(make_probe_app(metrics=metrics, lifecycle=lifecycle), host="127.0.0.1")
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl)) as session:
+        yield Webhook(f"https://localhost:{server.port}", session, metrics, lifecycle, reloader, certs, probes)

@@ -1,0 +1,245 @@
+"""The HTTPS admission server: a thin aiohttp shell around :func:`webhook.review.review`.
+
+Two listeners: HTTPS for ``POST /mutate`` (and the probes, for clusters that probe over HTTPS), and
+an optional plain-HTTP port for ``/healthz``, ``/readyz`` and ``/metrics``, which never serves
+``/mutate``. Request errors map to HTTP in one place (``RequestError.status``); anything else is a
+bug, logged with its traceback and answered as a bare 500.
+
+Shutdown on SIGTERM: readiness fails at once, the server keeps answering for ``drain_seconds`` (so
+Service endpoints drop it while it still works, and each answer closes its connection so that
+clients reconnect elsewhere), then stops listening and lets requests in flight finish.
+"""
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from webhook import logs
+from webhook.errors import InvalidReview, PayloadTooLarge, RequestError, RequestTimeout, UnsupportedMediaType
+from webhook.metrics import WEBHOOK, Metrics
+from webhook.review import review
+from webhook.settings import Contract, ServerSettings
+from webhook.tls import CertificateReloader
+
+log = logging.getLogger("token_projector.server")
+
+MUTATE_PATH = "/mutate"
+
+
+@dataclass
+class Lifecycle:
+    """Readiness as the probes report it; ``draining`` once SIGTERM has arrived."""
+
+    ready: bool = False
+    draining: bool = False
+
+
+SETTINGS = web.AppKey("settings", ServerSettings)
+CONTRACT = web.AppKey("contract", Contract)
+METRICS = web.AppKey("metrics", Metrics)
+LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
+RELOADER = web.AppKey("reloader", CertificateReloader)
+
+
+def make_admission_app(
+    settings: ServerSettings,
+    contract: Contract,
+    *,
+    reloader: CertificateReloader,
+    metrics: Metrics,
+    lifecycle: Lifecycle,
+) -> web.Application:
+    # aiohttp enforces client_max_size while reading; we also check Content-Length up front.
+    app = web.Application(client_max_size=settings.max_body_bytes)
+    app[SETTINGS], app[CONTRACT], app[METRICS], app[LIFECYCLE], app[RELOADER] = (
+        settings,
+        contract,
+        metrics,
+        lifecycle,
+        reloader,
+    )
+    app.router.add_post(MUTATE_PATH, mutate)
+    _add_probes(app)
+    app.cleanup_ctx.append(_watch_certificates)
+    return app
+
+
+def make_probe_app(*, metrics: Metrics, lifecycle: Lifecycle) -> web.Application:
+    app = web.Application()
+    app[METRICS], app[LIFECYCLE] = metrics, lifecycle
+    _add_probes(app)
+    app.router.add_get("/metrics", metrics_view)
+    return app
+
+
+def _add_probes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+
+
+async def mutate(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    settings, metrics, lifecycle = request.app[SETTINGS], request.app[METRICS], request.app[LIFECYCLE]
+    metrics.in_flight.labels(WEBHOOK).inc()
+    outcome, code, fields = "error", 500, dict[str, object]()
+    try:
+        try:
+            reviewed = review(await _read_json(request, settings), request.app[CONTRACT])
+        except RequestError as error:
+            code = error.status
+            fields = {"error": str(error)}
+            return _json_response({"error": str(error), "code": code}, status=code, lifecycle=lifecycle)
+        response = reviewed.response["response"]
+        outcome, code = reviewed.outcome, 200
+        fields = {
+            "uid": reviewed.uid,
+            "namespace": reviewed.namespace,
+            "pod": reviewed.pod,
+            "operation": reviewed.operation,
+        }
+        if not response["allowed"]:
+            fields["reason"] = response["status"]["message"]
+        if "warnings" in response:
+            fields["warnings"] = len(response["warnings"])
+        return _json_response(reviewed.response, lifecycle=lifecycle)
+    except Exception:
+        log.exception("unexpected error while answering an admission review")
+        return _json_response(
+            {"error": "internal error; see the webhook's logs", "code": 500}, status=500, lifecycle=lifecycle
+        )
+    finally:
+        elapsed = time.perf_counter() - started
+        metrics.in_flight.labels(WEBHOOK).dec()
+        metrics.latency.labels(WEBHOOK).observe(elapsed)
+        metrics.requests.labels(WEBHOOK, outcome, str(code)).inc()
+        log.info(
+            "admission review",
+            extra={
+                "fields": {
+                    **fields,
+                    "outcome": outcome,
+                    "code": code,
+                    "latency_ms": round(elapsed * 1000, 3),
+                }
+            },
+        )
+
+
+async def _read_json(request: web.Request, settings: ServerSettings) -> object:
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType(f"Content-Type must be application/json, got {request.content_type or 'none'}")
+    if request.content_length is not None and request.content_length > settings.max_body_bytes:
+        raise PayloadTooLarge(f"body of {request.content_length} bytes is over the limit of {settings.max_body_bytes}")
+    try:
+        async with asyncio.timeout(settings.read_timeout_seconds):
+            raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(f"body is over the limit of {settings.max_body_bytes} bytes") from None
+    except TimeoutError:
+        raise RequestTimeout(f"body not received within {settings.read_timeout_seconds:g} seconds") from None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise InvalidReview(f"body is not valid JSON: {error}") from None
+
+
+def _json_response(data: object, *, status: int = 200, lifecycle: Lifecycle) -> web.Response:
+    response = web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+    if lifecycle.draining:
+        response.force_close()  # while draining, send each client to a replica that is staying
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if request.app[LIFECYCLE].ready:
+        return web.json_response({"status": "ready"})
+    return web.json_response({"status": "not ready"}, status=503)
+
+
+async def metrics_view(request: web.Request) -> web.Response:
+    registry = request.app[METRICS].registry
+    return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _watch_certificates(app: web.Application) -> AsyncIterator[None]:
+    """Poll the certificate files for as long as the app runs."""
+    reloader, metrics, interval = app[RELOADER], app[METRICS], app[SETTINGS].cert_reload_seconds
+
+    def publish() -> None:
+        if reloader.status.not_after is not None:
+            metrics.certificate_not_after.set(reloader.status.not_after.timestamp())
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            failures = reloader.status.failures
+            if reloader.check():
+                metrics.certificate_reloads.labels("success").inc()
+                publish()
+            elif reloader.status.failures > failures:
+                metrics.certificate_reloads.labels("failure").inc()
+
+    publish()
+    task = asyncio.create_task(watch())
+    yield
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def run_server(settings: ServerSettings, contract: Contract, *, stop: asyncio.Event | None = None) -> None:
+    """Serve until ``stop`` is set (by SIGTERM or SIGINT when not given), then drain and return."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    reloader = CertificateReloader(settings.cert_file, settings.key_file)
+    metrics, lifecycle = Metrics(), Lifecycle()
+    app = make_admission_app(settings, contract, reloader=reloader, metrics=metrics, lifecycle=lifecycle)
+    runners = [
+        web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=settings.shutdown_timeout_seconds)
+    ]
+    await runners[0].setup()
+    await web.TCPSite(runners[0], settings.address, settings.port, ssl_context=reloader.listening_context).start()
+    if settings.probe_port:
+        runners.append(
+            web.AppRunner(make_probe_app(metrics=metrics, lifecycle=lifecycle), access_log=None, handle_signals=False)
+        )
+        await runners[1].setup()
+        await web.TCPSite(runners[1], settings.address, settings.probe_port).start()
+    lifecycle.ready = True
+    log.info(
+        "serving",
+        extra={
+            "fields": {
+                "address": settings.address,
+                "port": settings.port,
+                "probe_port": settings.probe_port,
+                "certificate_not_after": str(reloader.status.not_after),
+            }
+        },
+    )
+    await stop.wait()
+    lifecycle.ready, lifecycle.draining = False, True
+    log.info("draining", extra={"fields": {"drain_seconds": settings.drain_seconds}})
+    await asyncio.sleep(settings.drain_seconds)
+    # cleanup() stops listening, closes idle connections and waits up to shutdown_timeout for
+    # the requests in flight to finish.
+    for runner in runners:
+        await runner.cleanup()
+    log.info("stopped")
+
+
+def serve(settings: ServerSettings, contract: Contract) -> None:
+    logs.configure(settings.log_level)
+    asyncio.run(run_server(settings, contract))
