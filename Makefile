@@ -3,8 +3,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Go-built tools for the tests (kustomize renders manifests/); skipped when the machine has no Go.
+TOOLS  := .tools/bin
+KUSTOMIZE_VERSION := v5.8.2
+GO     := $(shell command -v go)
 
-.PHONY: help install test lint format run certs clean
+.PHONY: help install tools test lint format run certs clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -17,7 +21,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## create .venv with the package and its test tools
 
-test: $(STAMP) ## run the whole test suite
+$(TOOLS)/kustomize:
+	GOBIN=$(abspath $(TOOLS)) GOFLAGS=-mod=mod go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+
+tools: $(TOOLS)/kustomize ## build kustomize (needs Go) for the manifest tests
+
+test: $(STAMP) $(if $(GO),tools) ## run the whole test suite
 	$(BIN)/pytest
 
 lint: $(STAMP) ## ruff and mypy --strict over code and tests
@@ -36,4 +45,4 @@ run: certs ## serve the webhook on https://localhost:8443 (no cluster needed)
 	$(BIN)/token-projector serve --address 127.0.0.1 --drain-seconds 0
 
 clean: ## remove the virtual environment and caches
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .tools .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,12 +1,236 @@
-"""Placeholder until the cluster registration lands (issue 5)."""
+"""``token-projector register``: create or update the MutatingWebhookConfiguration with our caBundle.
+
+The object is built by a pure function (the same one ``manifests/`` is checked against), and written
+with the official ``kubernetes`` client: created when missing, replaced when different, and left
+alone, saying so, when it already matches. It is read and written as plain JSON, never through the
+client's typed models, which would drop fields they do not know.
+"""
 
 import argparse
+import base64
+import binascii
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from cryptography import x509
+
+from webhook.certs import CA_FILE, NAMESPACE, SERVICE_NAME
+from webhook.errors import ClusterError, ConfigError
+from webhook.settings import AUDIENCE_KEY, Contract, add_arguments, load
+from webhook.wire import Json
+
+CONFIGURATION_NAME = "token-projector"
+WEBHOOK_NAME = "audience-token.token-projector.io"
+OPT_OUT_LABEL = "token-projector.io/opt-out"
+"""A namespace labelled ``token-projector.io/opt-out: "true"`` is never sent to the webhook."""
+TIMEOUT_SECONDS = 5
+"""Well under the API server's default of 10: a review takes under a millisecond."""
+SERVICE_PORT = 443
+
+
+def webhook_configuration(
+    *,
+    ca_bundle: str,
+    contract: Contract,
+    url: str | None = None,
+    service: str = SERVICE_NAME,
+    namespace: str = NAMESPACE,
+    name: str = CONFIGURATION_NAME,
+) -> Json:
+    """The MutatingWebhookConfiguration, every defaultable field set, so a re-read compares equal."""
+    client_config: Json = {"caBundle": ca_bundle}
+    if url is None:
+        client_config["service"] = {"name": service, "namespace": namespace, "path": "/mutate", "port": SERVICE_PORT}
+    else:
+        client_config["url"] = url
+    webhook: Json = {
+        "name": WEBHOOK_NAME,
+        "admissionReviewVersions": ["v1", "v1beta1"],
+        "sideEffects": "None",
+        "failurePolicy": "Fail",
+        "reinvocationPolicy": "IfNeeded",
+        "timeoutSeconds": TIMEOUT_SECONDS,
+        "matchPolicy": "Equivalent",
+        "clientConfig": client_config,
+        "rules": [
+            {
+                "apiGroups": [""],
+                "apiVersions": ["v1"],
+                "operations": ["CREATE"],
+                "resources": ["pods"],
+                "scope": "Namespaced",
+            }
+        ],
+        "namespaceSelector": {
+            "matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", namespace]},
+                {"key": OPT_OUT_LABEL, "operator": "NotIn", "values": ["true"]},
+            ]
+        },
+        "objectSelector": {},
+    }
+    if contract.legacy_token_scope == "annotated":
+        key = contract.annotation(AUDIENCE_KEY)
+        webhook["matchConditions"] = [
+            {
+                "name": "has-audience-annotation",
+                "expression": f"has(object.metadata.annotations) && '{key}' in object.metadata.annotations",
+            }
+        ]
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "token-projector"}},
+        "webhooks": [webhook],
+    }
+
+
+def read_ca_bundle(path: Path) -> str:
+    """The base64 caBundle of a PEM CA file; ``ConfigError`` if it is missing or not a CA certificate."""
+    try:
+        pem = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"--ca-file {path}: {error.strerror}; make one with `token-projector certs`") from None
+    try:
+        cert = x509.load_pem_x509_certificate(pem)
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except (ValueError, x509.ExtensionNotFound):
+        raise ConfigError(f"--ca-file {path} is not a PEM CA certificate") from None
+    if not is_ca:
+        raise ConfigError(f"--ca-file {path} is a certificate but not a CA (basicConstraints CA:FALSE)")
+    return base64.b64encode(pem).decode("ascii")
+
+
+def check_url(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.scheme != "https" or not parsed.hostname:
+        raise ConfigError(f"--url {url!r} must be an https:// URL with a host, e.g. https://192.168.1.10:8443/mutate")
+    if parsed.username or parsed.password or parsed.query or parsed.fragment:
+        raise ConfigError(
+            f"--url {url!r} must not carry user info, a query or a fragment (the API server refuses them)"
+        )
+    return url
+
+
+def is_up_to_date(existing: Any, desired: Any) -> bool:
+    """True when every field of ``desired`` is in ``existing`` with the same value (the API server adds more)."""
+    if isinstance(desired, dict):
+        return isinstance(existing, dict) and all(is_up_to_date(existing.get(k), v) for k, v in desired.items())
+    if isinstance(desired, list):
+        return (
+            isinstance(existing, list)
+            and len(existing) == len(desired)
+            and all(is_up_to_date(e, d) for e, d in zip(existing, desired, strict=True))
+        )
+    return bool(existing == desired)
 
 
 def add_register_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument(
+        "--ca-file", default=f"certs/{CA_FILE}", help="CA that signed the serving certificate (default: certs/ca.crt)"
+    )
+    parser.add_argument(
+        "--url", help="call the webhook at this https URL (a webhook outside the cluster) instead of the Service"
+    )
+    parser.add_argument("--service", default=SERVICE_NAME, help=f"the webhook's Service (default: {SERVICE_NAME})")
+    parser.add_argument("--namespace", default=NAMESPACE, help=f"the Service's namespace (default: {NAMESPACE})")
+    parser.add_argument(
+        "--name", default=CONFIGURATION_NAME, help=f"the configuration's name (default: {CONFIGURATION_NAME})"
+    )
+    parser.add_argument(
+        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config, else in-cluster)"
+    )
+    parser.add_argument("--context", help="kubeconfig context to use")
+    add_arguments(parser, Contract)
 
 
 def run_register(args: argparse.Namespace) -> int:
-    print("token-projector register: not yet available")
-    return 2
+    desired = webhook_configuration(
+        ca_bundle=read_ca_bundle(Path(args.ca_file)),
+        contract=load(Contract, args),
+        url=check_url(args.url) if args.url else None,
+        service=args.service,
+        namespace=args.namespace,
+        name=args.name,
+    )
+    action = apply_configuration(desired, kubeconfig=args.kubeconfig, context=args.context)
+    target = args.url or f"service {args.namespace}/{args.service}"
+    if action == "unchanged":
+        print(f"MutatingWebhookConfiguration {args.name} is already up to date (calls {target}); nothing changed")
+    else:
+        print(f"MutatingWebhookConfiguration {args.name} {action} (calls {target})")
+    return 0
+
+
+def apply_configuration(desired: Json, *, kubeconfig: str | None = None, context: str | None = None) -> str:
+    """Create, replace or leave ``desired``; returns ``created``, ``updated`` or ``unchanged``."""
+    from kubernetes import client, config  # imported here: slow to import, and only this command needs it
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    api_client = _api_client(config, client, kubeconfig=kubeconfig, context=context)
+    host = api_client.configuration.host
+    # Any: we hand the client plain dicts and read raw JSON on purpose, bypassing its typed models.
+    api: Any = client.AdmissionregistrationV1Api(api_client)
+    name = desired["metadata"]["name"]
+    timeout = 15
+    try:
+        try:
+            raw = api.read_mutating_webhook_configuration(name, _preload_content=False, _request_timeout=timeout)
+            existing: Json = json.loads(raw.data)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+            api.create_mutating_webhook_configuration(desired, _preload_content=False, _request_timeout=timeout)
+            return "created"
+        if is_up_to_date(existing, desired):
+            return "unchanged"
+        body = {
+            **desired,
+            "metadata": {**desired["metadata"], "resourceVersion": existing["metadata"]["resourceVersion"]},
+        }
+        api.replace_mutating_webhook_configuration(name, body, _preload_content=False, _request_timeout=timeout)
+        return "updated"
+    except ApiException as error:
+        raise ClusterError(_explain(error, host=host, name=name)) from None
+    except (HTTPError, OSError) as error:
+        cause = getattr(error, "reason", None) or error  # urllib3 wraps the socket error in MaxRetryError
+        raise ClusterError(f"cannot reach the Kubernetes API at {host}: {cause}") from None
+    finally:
+        api_client.close()
+
+
+def _api_client(config: Any, client: Any, *, kubeconfig: str | None, context: str | None) -> Any:
+    try:
+        configuration = client.Configuration()
+        try:
+            config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
+        except config.ConfigException:
+            if kubeconfig or context:
+                raise
+            config.load_incluster_config(client_configuration=configuration)
+    except (config.ConfigException, OSError, binascii.Error) as error:
+        raise ClusterError(f"no usable Kubernetes configuration: {error}") from None
+    configuration.retries = 0  # one clear error now beats a silent minute of retries
+    return client.ApiClient(configuration)
+
+
+def _explain(error: Any, *, host: str, name: str) -> str:
+    reason = _status_message(error)
+    if error.status in (401, 403):
+        return (
+            f"the Kubernetes API at {host} refused: {reason}. Registering needs get, create and update on "
+            f"mutatingwebhookconfigurations.admissionregistration.k8s.io (name {name}): a cluster-admin, "
+            "or a ClusterRole granting those verbs"
+        )
+    return f"the Kubernetes API at {host} answered {error.status}: {reason}"
+
+
+def _status_message(error: Any) -> str:
+    try:
+        message = json.loads(error.body).get("message")
+    except (TypeError, ValueError, AttributeError):
+        message = None
+    return str(message or error.reason or error)

@@ -27,9 +27,7 @@ def port_of(webhook: Webhook) -> int:
 
 
 async def handshake(webhook: Webhook, context: ssl.SSLContext) -> ssl.SSLObject:
-    _, writer = await asyncio.open_connection(
-        "127.0.0.1", port_of(webhook), ssl=context, server_hostname="localhost"
-    )
+    _, writer = await asyncio.open_connection("127.0.0.1", port_of(webhook), ssl=context, server_hostname="localhost")
     ssl_object: ssl.SSLObject = writer.get_extra_info("ssl_object")
     writer.close()
     return ssl_object
