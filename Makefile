@@ -8,7 +8,7 @@ TOOLS  := .tools/bin
 KUSTOMIZE_VERSION := v5.8.2
 GO     := $(shell command -v go)
 
-.PHONY: help install tools test lint format run certs clean
+.PHONY: help install tools test lint format run certs e2e-deps e2e clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -26,8 +26,14 @@ $(TOOLS)/kustomize:
 
 tools: $(TOOLS)/kustomize ## build kustomize (needs Go) for the manifest tests
 
-test: $(STAMP) $(if $(GO),tools) ## run the whole test suite
+test: $(STAMP) $(if $(GO),tools) ## run the whole test suite (e2e too, once `make e2e-deps` has built it)
 	$(BIN)/pytest
+
+e2e-deps: ## build etcd, kube-apiserver and kubectl for the e2e tests (Go; cached outside git)
+	tests/e2e/build.sh
+
+e2e: $(STAMP) tools e2e-deps ## only the end-to-end tests against a real kube-apiserver
+	$(BIN)/pytest tests/e2e
 
 lint: $(STAMP) ## ruff and mypy --strict over code and tests
 	$(BIN)/ruff check .

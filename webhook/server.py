@@ -16,6 +16,7 @@ import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -69,6 +70,16 @@ def make_admission_app(
     _add_probes(app)
     app.cleanup_ctx.append(_watch_certificates)
     return app
+
+
+def runner_options(settings: ServerSettings) -> dict[str, Any]:
+    """AppRunner options for the admission app (aiohttp's keep-alive timer doubles as the header deadline)."""
+    return {
+        "access_log": None,  # our own log line per request replaces it
+        "handle_signals": False,
+        "shutdown_timeout": settings.shutdown_timeout_seconds,
+        "keepalive_timeout": settings.keepalive_timeout_seconds,
+    }
 
 
 def make_probe_app(*, metrics: Metrics, lifecycle: Lifecycle) -> web.Application:

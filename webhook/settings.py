@@ -153,6 +153,13 @@ class ServerSettings:
         10.0,
         "Time a client has to send the whole request body (HTTP 408 after it), so slow clients cannot hold a slot.",
     )
+    keepalive_timeout_seconds: float = setting(
+        95.0,
+        "A connection must send a complete request within this time of opening or of its last answer, "
+        "else it is closed: the deadline for slow headers and idle connections. Above the API server "
+        "client's 90 s idle timeout, so the client, not the server, closes idle connections (a POST on "
+        "a connection the server just closed is not retried).",
+    )
     drain_seconds: float = setting(
         5.0,
         "After SIGTERM: seconds the server keeps answering with /readyz failing, so that Service "
@@ -173,7 +180,7 @@ class ServerSettings:
             _bad("probe_port", self.probe_port, "a port other than the HTTPS port")
         if self.max_body_bytes < 1024:
             _bad("max_body_bytes", self.max_body_bytes, "at least 1024")
-        for name in ("read_timeout_seconds", "cert_reload_seconds"):
+        for name in ("read_timeout_seconds", "keepalive_timeout_seconds", "cert_reload_seconds"):
             if getattr(self, name) <= 0:
                 _bad(name, getattr(self, name), "a positive number")
         for name in ("drain_seconds", "shutdown_timeout_seconds"):

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestServer
 
 from tests.tls_material import cert_and_key, client_context, make_certs
 from webhook.metrics import Metrics
-from webhook.server import Lifecycle, make_admission_app, make_probe_app
+from webhook.server import Lifecycle, make_admission_app, make_probe_app, runner_options
 from webhook.settings import Contract, ServerSettings
 from webhook.tls import CertificateReloader
 
@@ -56,11 +56,14 @@ async def webhook(
         cert_reload_seconds=0.05,
         max_body_bytes=64 * 1024,
         read_timeout_seconds=1.0,
+        keepalive_timeout_seconds=1.0,
     )
     reloader = CertificateReloader(cert_file, key_file)
     metrics, lifecycle = Metrics(), Lifecycle(ready=True)
     app = make_admission_app(settings, Contract(), reloader=reloader, metrics=metrics, lifecycle=lifecycle)
-    server: TestServer = await aiohttp_server(app, ssl=reloader.listening_context, host="127.0.0.1")
+    options = runner_options(settings)
+    options.pop("handle_signals")  # the test server sets its own
+    server: TestServer = await aiohttp_server(app, ssl=reloader.listening_context, host="127.0.0.1", **options)
     probes: TestServer = await aiohttp_server(make_probe_app(metrics=metrics, lifecycle=lifecycle), host="127.0.0.1")
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_ssl)) as session:
         yield Webhook(f"https://localhost:{server.port}", session, metrics, lifecycle, reloader, certs, probes)

@@ -1,0 +1,102 @@
+"""Proof 7, the mission end to end: the token a Pod is given is good for its audience, for its life only.
+
+As in the reference article: a caller presents its service account token; the receiver asks the
+TokenReview API whether it is valid *for the receiver's own audience*. The token here is requested the
+way the kubelet requests it for the projected volume token-projector added: for the Pod's
+ServiceAccount, with the volume's audience and expiration, bound to the Pod.
+"""
+
+import base64
+import json
+import time
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import ControlPlane, Registered
+from tests.e2e.pods import annotated, token_volumes
+
+pytestmark = pytest.mark.e2e
+
+
+def token_for(control_plane: ControlPlane, namespace: str, stored: dict[str, Any]) -> str:
+    source = token_volumes(stored)[0]["projected"]["sources"][0]["serviceAccountToken"]
+    request = control_plane.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/{stored['spec']['serviceAccountName']}/token",
+        {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "audiences": [source["audience"]],
+                "expirationSeconds": source["expirationSeconds"],
+                "boundObjectRef": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": stored["metadata"]["name"],
+                    "uid": stored["metadata"]["uid"],
+                },
+            },
+        },
+    )
+    token: str = request["status"]["token"]
+    return token
+
+
+def review(control_plane: ControlPlane, token: str, audience: str) -> dict[str, Any]:
+    status: dict[str, Any] = control_plane.request(
+        "POST",
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token, "audiences": [audience]},
+        },
+    )["status"]
+    return status
+
+
+def test_the_pods_token_is_accepted_for_its_audience_only_and_dies_with_the_pod(
+    registered: Registered, control_plane: ControlPlane
+) -> None:
+    namespace = control_plane.namespace()
+    stored = control_plane.create_pod(
+        namespace, annotated(annotations={"token-projector.io/expiration-seconds": "1800"})
+    )
+    token = token_for(control_plane, namespace, stored)
+
+    accepted = review(control_plane, token, "data-store")
+    assert accepted["authenticated"] is True
+    assert accepted["audiences"] == ["data-store"]
+    assert accepted["user"]["username"] == f"system:serviceaccount:{namespace}:app"
+    assert accepted["user"]["extra"]["authentication.kubernetes.io/pod-name"] == [stored["metadata"]["name"]]
+
+    other = review(control_plane, token, "secret-store")
+    assert other.get("authenticated") is not True
+
+    api = review(control_plane, token, "https://kubernetes.default.svc.cluster.local")
+    assert api.get("authenticated") is not True, "the token is not a Kubernetes API credential"
+
+    control_plane.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{stored['metadata']['name']}")
+    # kube-apiserver caches a successful token authentication for 10 s (TokenSuccessCacheTTL), so the
+    # bound token may outlive its Pod by that much, and no longer.
+    deleted_at = time.monotonic()
+    while review(control_plane, token, "data-store").get("authenticated") is True:
+        assert time.monotonic() - deleted_at < 20, "a token bound to a deleted Pod must stop working"
+        time.sleep(0.5)
+
+
+def test_the_expiration_the_pod_asked_for_is_the_one_the_token_gets(
+    registered: Registered, control_plane: ControlPlane
+) -> None:
+    namespace = control_plane.namespace()
+    stored = control_plane.create_pod(
+        namespace, annotated(annotations={"token-projector.io/expiration-seconds": "1800"})
+    )
+    source = token_volumes(stored)[0]["projected"]["sources"][0]["serviceAccountToken"]
+    assert source["expirationSeconds"] == 1800
+    payload = token_for(control_plane, namespace, stored).split(".")[1]
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    assert claims["aud"] == ["data-store"]
+    assert claims["exp"] - claims["iat"] == 1800
+    assert claims["kubernetes.io"]["pod"]["uid"] == stored["metadata"]["uid"]
