@@ -4,6 +4,7 @@ Each server gets its own registry, so that tests and several apps in one process
 """
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 WEBHOOK = "mutate"
 """The ``webhook`` label: the one admission endpoint, /mutate."""
@@ -45,3 +46,14 @@ class Metrics:
             "Expiry of the certificate being served, as a Unix timestamp: alert before it passes.",
             registry=self.registry,
         )
+
+        # labels() takes a lock and validates on every call: resolve each child once.
+        self.webhook_latency = self.latency.labels(WEBHOOK)
+        self.webhook_in_flight = self.in_flight.labels(WEBHOOK)
+        self._request_counters: dict[tuple[str, int], MetricWrapperBase] = {}
+
+    def count_request(self, outcome: str, code: int) -> None:
+        counter = self._request_counters.get((outcome, code))
+        if counter is None:
+            counter = self._request_counters[(outcome, code)] = self.requests.labels(WEBHOOK, outcome, str(code))
+        counter.inc()  # type: ignore[attr-defined]

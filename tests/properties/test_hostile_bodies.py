@@ -1,0 +1,110 @@
+"""The review never fails on hostile input: any JSON at all, or an AdmissionReview with anything put anywhere.
+
+Whatever the body, ``review`` either answers or raises ``InvalidReview`` (which the server turns into
+a 400 with the message); any other exception would be a 500, and is a bug.
+"""
+
+import copy
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.helpers import fixture
+from webhook.errors import InvalidReview
+from webhook.pod import explain_shape, well_formed
+from webhook.review import review
+from webhook.settings import Contract
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    max_leaves=20,
+)
+BASE = fixture("deployment-pod-annotated.json")
+
+
+def answers_or_refuses(body: Any) -> None:
+    try:
+        reviewed = review(body, Contract())
+    except InvalidReview as error:
+        refusal = str(error)
+    else:
+        assert reviewed.response["kind"] == "AdmissionReview"
+        assert isinstance(reviewed.response["response"]["allowed"], bool)
+        return
+    assert refusal, "a refusal says why"
+
+
+def paths_of(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found += paths_of(child, (*prefix, key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            found += paths_of(child, (*prefix, index))
+    return found
+
+
+PATHS = [p for p in paths_of(BASE) if p]
+
+
+@settings(max_examples=500, deadline=None)
+@given(json_values)
+def test_any_json_value_is_answered_or_refused_as_an_invalid_review(body: Any) -> None:
+    answers_or_refuses(body)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(PATHS), json_values), min_size=1, max_size=3))
+def test_an_admission_review_with_anything_put_anywhere_is_answered_or_refused(
+    replacements: list[tuple[tuple[Any, ...], Any]],
+) -> None:
+    body = copy.deepcopy(BASE)
+    for path, value in replacements:
+        parent: Any = body
+        try:
+            for key in path[:-1]:
+                parent = parent[key]
+            parent[path[-1]] = value
+        except (KeyError, IndexError, TypeError):
+            continue  # an earlier replacement removed this path
+    answers_or_refuses(body)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(PATHS))
+def test_an_admission_review_missing_any_field_is_answered_or_refused(path: tuple[Any, ...]) -> None:
+    body = copy.deepcopy(BASE)
+    parent: Any = body
+    for key in path[:-1]:
+        parent = parent[key]
+    del parent[path[-1]]
+    answers_or_refuses(body)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(PATHS), json_values), max_size=3), st.booleans())
+def test_the_fast_shape_check_and_the_explaining_one_always_agree(
+    replacements: list[tuple[tuple[Any, ...], Any]], delete: bool
+) -> None:
+    body = copy.deepcopy(BASE)
+    for path, value in replacements:
+        parent: Any = body
+        try:
+            for key in path[:-1]:
+                parent = parent[key]
+            if delete:
+                del parent[path[-1]]
+            else:
+                parent[path[-1]] = value
+        except (KeyError, IndexError, TypeError):
+            continue
+    pod = body.get("request", {}).get("object") if isinstance(body.get("request"), dict) else None
+    try:
+        explain_shape(pod)
+        explained_ok = True
+    except InvalidReview:
+        explained_ok = False
+    assert well_formed(pod) is explained_ok
