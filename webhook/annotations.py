@@ -7,7 +7,7 @@ reading it is an application developer looking at ``kubectl`` output, not at our
 import re
 from dataclasses import dataclass
 
-from webhook.errors import invalid
+from webhook.errors import invalid, shown
 from webhook.settings import (
     ANNOTATION_KEYS,
     AUDIENCE_KEY,
@@ -18,6 +18,7 @@ from webhook.settings import (
 )
 
 _DIGITS = re.compile(r"[0-9]+")
+_MAX_DIGITS = 20
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,8 +45,8 @@ def read_token_spec(annotations: dict[str, str], contract: Contract) -> TokenSpe
         )
     if audience != audience.strip():
         raise invalid(
-            f"annotation {audience_key} is {audience!r}, with leading or trailing white space; "
-            f"use {audience.strip()!r}: a token's audience must match the verifier's exactly"
+            f"annotation {audience_key} is {shown(audience)}, with leading or trailing white space; "
+            f"use {shown(audience.strip())}: a token's audience must match the verifier's exactly"
         )
     if audience in contract.denied_audiences:
         raise invalid(
@@ -74,11 +75,14 @@ def _expiration(annotations: dict[str, str], contract: Contract) -> int:
         return contract.default_expiration_seconds
     allowed = f"a whole number of seconds from {MIN_EXPIRATION_SECONDS} to {contract.max_expiration_seconds}"
     if not _DIGITS.fullmatch(raw):
-        raise invalid(f"annotation {key} is {raw!r}, which is not a whole number; it must be {allowed}")
-    value = int(raw)
-    if not MIN_EXPIRATION_SECONDS <= value <= contract.max_expiration_seconds:
-        why = "the API server's minimum" if value < MIN_EXPIRATION_SECONDS else "this cluster's maximum"
-        raise invalid(f"annotation {key} is {raw}, outside {why}; it must be {allowed}")
+        raise invalid(f"annotation {key} is {shown(raw)}, which is not a whole number; it must be {allowed}")
+    # Length first: CPython refuses int() on strings of over 4300 digits, and no lifetime needs 20.
+    value = int(raw) if len(raw) <= _MAX_DIGITS else None
+    if value is None or not MIN_EXPIRATION_SECONDS <= value <= contract.max_expiration_seconds:
+        low = value is not None and value < MIN_EXPIRATION_SECONDS
+        why = "the API server's minimum" if low else "this cluster's maximum"
+        display = raw if value is not None else shown(raw)
+        raise invalid(f"annotation {key} is {display}, outside {why}; it must be {allowed}")
     return value
 
 

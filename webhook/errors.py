@@ -60,6 +60,16 @@ class Denied(TokenProjectorError):
         self.reason = reason
 
 
+SHOWN_CHARACTERS = 100
+"""Client-supplied values are quoted in messages up to this length, so no body can flood a log line."""
+
+
+def shown(value: object) -> str:
+    """``value`` quoted for a message, cut to ``SHOWN_CHARACTERS``."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARACTERS else f"{text[:SHOWN_CHARACTERS]}... ({len(text)} characters)"
+
+
 def invalid(message: str) -> Denied:
     """A denial for a Pod whose own fields (annotations, mounts, names) are unusable."""
     return Denied(message, code=422, reason="Invalid")

@@ -11,7 +11,7 @@ IfNeeded``) and a second look at an already-patched Pod yield nothing.
 from dataclasses import dataclass, field
 
 from webhook.annotations import TokenSpec
-from webhook.errors import invalid
+from webhook.errors import invalid, shown
 from webhook.pod import containers_of, same_path, volumes_of
 from webhook.settings import SKIP_CONTAINERS_KEY, Contract
 from webhook.wire import AddOp, Json
@@ -155,6 +155,6 @@ def _check_skipped_containers_exist(pod: Json, spec: TokenSpec, contract: Contra
     if unknown:
         raise invalid(
             f"annotation {contract.annotation(SKIP_CONTAINERS_KEY)} names "
-            f"{', '.join(map(repr, unknown))}, which the Pod does not have; its containers are "
+            f"{shown(', '.join(unknown))}, which the Pod does not have; its containers are "
             f"{', '.join(map(repr, names)) or 'none'}"
         )

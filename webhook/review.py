@@ -13,7 +13,7 @@ from typing import Any, cast
 import orjson
 
 from webhook.annotations import read_token_spec, unknown_annotations
-from webhook.errors import Denied, InvalidReview
+from webhook.errors import Denied, InvalidReview, shown
 from webhook.legacy import apply_policy
 from webhook.mutation import plan_injection
 from webhook.pod import annotations_of, check_shape, display_name
@@ -115,10 +115,10 @@ def _envelope(body: object) -> tuple[AdmissionApiVersion, dict[str, Any]]:
     if not isinstance(body, dict):
         raise InvalidReview("body must be a JSON object (an AdmissionReview)")
     if body.get("kind") != "AdmissionReview":
-        raise InvalidReview(f"kind must be AdmissionReview, got {body.get('kind')!r}")
+        raise InvalidReview(f"kind must be AdmissionReview, got {shown(body.get('kind'))}")
     api_version = body.get("apiVersion")
     if api_version not in ADMISSION_API_VERSIONS:
-        raise InvalidReview(f"apiVersion must be one of {', '.join(ADMISSION_API_VERSIONS)}, got {api_version!r}")
+        raise InvalidReview(f"apiVersion must be one of {', '.join(ADMISSION_API_VERSIONS)}, got {shown(api_version)}")
     request = body.get("request")
     if not isinstance(request, dict):
         raise InvalidReview("AdmissionReview has no request object")

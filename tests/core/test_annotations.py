@@ -3,6 +3,8 @@
 import pytest
 
 from tests.helpers import admission_review, annotated, denial, make_pod, patched, run
+from webhook.errors import InvalidReview
+from webhook.review import review
 from webhook.settings import Contract
 
 
@@ -82,3 +84,24 @@ def test_a_pod_without_the_audience_annotation_is_allowed_untouched() -> None:
     assert reviewed.response["response"]["allowed"] is True
     assert "patch" not in reviewed.response["response"]
     assert reviewed.outcome == "unchanged"
+
+
+def test_an_expiration_too_long_to_be_a_number_is_denied_not_a_crash() -> None:
+    status = denial(admission_review(make_pod(annotations=annotated(expiration_seconds="9" * 5000))))
+    assert "this cluster's maximum" in status["message"]
+    assert len(status["message"]) < 400, "the value is cut, not echoed whole"
+
+
+@pytest.mark.parametrize("field", ["kind", "apiVersion"])
+def test_a_huge_value_is_cut_when_a_message_quotes_it(field: str) -> None:
+    body = admission_review(make_pod())
+    body[field] = "x" * 70_000
+    with pytest.raises(InvalidReview) as raised:
+        review(body, Contract())
+    assert len(str(raised.value)) < 300
+    assert "(70002 characters)" in str(raised.value)
+
+
+def test_a_huge_audience_with_white_space_is_cut_in_the_message() -> None:
+    status = denial(admission_review(make_pod(annotations=annotated(" " + "a" * 70_000))))
+    assert len(status["message"]) < 500

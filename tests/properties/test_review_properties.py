@@ -31,7 +31,10 @@ AUDIENCES = st.one_of(
     st.text(min_size=1, max_size=30),
 )
 EXPIRATIONS = st.one_of(
-    st.none(), st.integers(0, 200_000).map(str), st.sampled_from(["1h", "-1", "3600.0", "", "+700"])
+    st.none(),
+    st.integers(0, 200_000).map(str),
+    st.integers(10**19, 10**25).map(str),
+    st.sampled_from(["1h", "-1", "3600.0", "", "+700", "9" * 5000]),
 )
 
 
