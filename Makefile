@@ -8,10 +8,10 @@ TOOLS  := .tools/bin
 KUSTOMIZE_VERSION := v5.8.2
 GO     := $(shell command -v go)
 
-.PHONY: help install tools test lint format run certs e2e-deps e2e clean
+.PHONY: help install tools test lint format run certs e2e-deps e2e bench-deps bench reliability clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,18 @@ e2e-deps: ## build etcd, kube-apiserver and kubectl for the e2e tests (Go; cache
 
 e2e: $(STAMP) tools e2e-deps ## only the end-to-end tests against a real kube-apiserver
 	$(BIN)/pytest tests/e2e
+
+bench-deps: # wrk, the load generator, from Debian's packages
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && { apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }; }; } \
+	  || { echo "wrk is needed: apt-get install wrk" >&2; exit 2; }
+
+bench: $(STAMP) bench-deps ## microbenchmark of review() and load benchmark against the aiohttp ceiling
+	$(BIN)/python -m bench.micro
+	$(BIN)/python -m bench.load
+
+reliability: $(STAMP) bench-deps ## faults under load: certificate rotation, SIGTERM, a sustained run
+	$(BIN)/python -m bench.reliability
 
 lint: $(STAMP) ## ruff and mypy --strict over code and tests
 	$(BIN)/ruff check .
