@@ -56,7 +56,7 @@ def serve_command(certs: Path, *, port: int, probe_port: int = 0, extra: tuple[s
     ]  # fmt: skip
 
 
-def start_server(kind: str, port: int, certs: Path, log: Path) -> subprocess.Popen[bytes]:
+def start_server(kind: str, port: int, *, certs: Path, log: Path) -> subprocess.Popen[bytes]:
     if kind == "ceiling":
         command = [sys.executable, str(REPO / "bench" / "ceiling.py"), str(port), str(certs / CERT_FILE),
                    str(certs / KEY_FILE)]  # fmt: skip
@@ -72,7 +72,7 @@ def start_server(kind: str, port: int, certs: Path, log: Path) -> subprocess.Pop
     deadline = time.monotonic() + 30
     while True:
         try:
-            post(port, certs, body(SMALL))
+            post(port, body(SMALL), certs=certs)
             return process
         except OSError:
             if process.poll() is not None or time.monotonic() > deadline:
@@ -80,7 +80,7 @@ def start_server(kind: str, port: int, certs: Path, log: Path) -> subprocess.Pop
             time.sleep(0.1)
 
 
-def post(port: int, certs: Path, data: bytes) -> dict[str, object]:
+def post(port: int, data: bytes, *, certs: Path) -> dict[str, object]:
     context = ssl.create_default_context(cafile=str(certs / "ca.crt"))
     request = urllib.request.Request(
         f"https://localhost:{port}/mutate", data=data, headers={"Content-Type": "application/json"}
@@ -90,9 +90,9 @@ def post(port: int, certs: Path, data: bytes) -> dict[str, object]:
         return answer
 
 
-def check_answer(port: int, certs: Path, review: dict[str, object]) -> None:
+def check_answer(port: int, review: dict[str, object], *, certs: Path) -> None:
     """token-projector must answer with the right patch before its speed means anything."""
-    answer = post(port, certs, body(review))
+    answer = post(port, body(review), certs=certs)
     response = answer["response"]
     assert isinstance(response, dict)
     ops = json.loads(base64.b64decode(response["patch"]))
@@ -167,10 +167,10 @@ def main() -> None:
     write_certs(CertRequest(out_dir=certs, dns_names=("localhost",), ips=("127.0.0.1",)))
     payloads = {"small": body(SMALL), "large": body(LARGE)}
     ports = {"ceiling": 18443, "token-projector": 18444}
-    servers = {kind: start_server(kind, port, certs, work / f"{kind}.log") for kind, port in ports.items()}
+    servers = {kind: start_server(kind, port, certs=certs, log=work / f"{kind}.log") for kind, port in ports.items()}
     try:
-        check_answer(ports["token-projector"], certs, SMALL)
-        check_answer(ports["token-projector"], certs, LARGE)
+        check_answer(ports["token-projector"], SMALL, certs=certs)
+        check_answer(ports["token-projector"], LARGE, certs=certs)
         memory = {kind: [rss_kib(p)] for kind, p in servers.items()}
         cells: dict[tuple[str, str, int], list[Result]] = {}
         for _ in range(args.rounds):

@@ -138,7 +138,7 @@ def replace(source: Path, target: Path) -> None:
     os.replace(tmp, target)
 
 
-async def rotation(certs: Path, work: Path, context: ssl.SSLContext, rate: float) -> dict[str, str]:
+async def rotation(certs: Path, work: Path, *, context: ssl.SSLContext, rate: float) -> dict[str, str]:
     following = work / "next"
     following.mkdir()
     for name in (CA_FILE, CA_KEY_FILE):
@@ -168,7 +168,7 @@ async def rotation(certs: Path, work: Path, context: ssl.SSLContext, rate: float
     }
 
 
-async def sigterm(process: subprocess.Popen[bytes], context: ssl.SSLContext, rate: float) -> dict[str, str]:
+async def sigterm(process: subprocess.Popen[bytes], context: ssl.SSLContext, *, rate: float) -> dict[str, str]:
     load = Load()
     loader = asyncio.create_task(steady_load(load, context, rate=rate, seconds=30))
     t0 = time.monotonic()
@@ -197,7 +197,7 @@ async def sigterm(process: subprocess.Popen[bytes], context: ssl.SSLContext, rat
     }
 
 
-def sustained(process: subprocess.Popen[bytes], work: Path, minutes: float) -> dict[str, str]:
+def sustained(process: subprocess.Popen[bytes], work: Path, *, minutes: float) -> dict[str, str]:
     slices = []
     rss = [rss_kib(process)]
     for _ in range(max(1, round(minutes * 6))):
@@ -228,9 +228,9 @@ async def main_async(args: argparse.Namespace) -> None:
     reports: dict[str, dict[str, str]] = {}
     try:
         process = start_server(certs, work / "server-1.log")
-        reports["certificate rotation under load"] = await rotation(certs, work, context, args.rate)
-        reports["sustained load"] = sustained(process, work, args.minutes)
-        reports["SIGTERM under load"] = await sigterm(process, context, args.rate)
+        reports["certificate rotation under load"] = await rotation(certs, work, context=context, rate=args.rate)
+        reports["sustained load"] = sustained(process, work, minutes=args.minutes)
+        reports["SIGTERM under load"] = await sigterm(process, context, rate=args.rate)
     finally:
         if process.poll() is None:
             process.kill()

@@ -48,12 +48,12 @@ def token_volume(spec: TokenSpec, contract: Contract) -> Json:
     }
 
 
-def plan_injection(pod: Json, spec: TokenSpec, contract: Contract) -> Injection:
+def plan_injection(pod: Json, spec: TokenSpec, *, contract: Contract) -> Injection:
     """The ``add`` ops that inject ``spec`` into ``pod``; raises ``Denied`` on a conflict."""
     injection = Injection()
-    _check_skipped_containers_exist(pod, spec, contract)
-    if not _has_token_volume(pod, spec, contract):
-        _add(injection, "/spec/volumes", pod["spec"].get("volumes"), token_volume(spec, contract))
+    _check_skipped_containers_exist(pod, spec, contract=contract)
+    if not _has_token_volume(pod, spec, contract=contract):
+        _add(injection, "/spec/volumes", array=pod["spec"].get("volumes"), value=token_volume(spec, contract))
 
     mount = {"name": contract.volume_name, "mountPath": contract.mount_path, "readOnly": True}
     env = {"name": contract.env_var, "value": contract.token_path}
@@ -64,15 +64,15 @@ def plan_injection(pod: Json, spec: TokenSpec, contract: Contract) -> Injection:
         base = f"/spec/{kind}/{index}"
         touched = False
         mounts = container.get("volumeMounts")
-        if not _has_token_mount(mounts, name, contract):
-            _add(injection, f"{base}/volumeMounts", mounts, mount)
+        if not _has_token_mount(mounts, name, contract=contract):
+            _add(injection, f"{base}/volumeMounts", array=mounts, value=mount)
             touched = True
         variables = container.get("env")
         existing = next((v for v in variables or () if v["name"] == contract.env_var), None)
         if existing is None:
             # Prepended so that the container's own variables can refer to it as $(NAME):
             # Kubernetes expands only references to variables defined earlier in the list.
-            _add(injection, f"{base}/env", variables, env, first=True)
+            _add(injection, f"{base}/env", array=variables, value=env, first=True)
             touched = True
         elif existing.get("value") != contract.token_path or "valueFrom" in existing:
             injection.warnings.append(
@@ -84,18 +84,18 @@ def plan_injection(pod: Json, spec: TokenSpec, contract: Contract) -> Injection:
     return injection
 
 
-def _add(injection: Injection, path: str, array: list[Json] | None, value: Json, *, first: bool = False) -> None:
+def _add(injection: Injection, path: str, *, array: list[Json] | None, value: Json, first: bool = False) -> None:
     if array is None:
         injection.ops.append({"op": "add", "path": path, "value": [value]})
     else:
         injection.ops.append({"op": "add", "path": f"{path}/{'0' if first else '-'}", "value": value})
 
 
-def _has_token_volume(pod: Json, spec: TokenSpec, contract: Contract) -> bool:
+def _has_token_volume(pod: Json, spec: TokenSpec, *, contract: Contract) -> bool:
     existing = next((v for v in volumes_of(pod) if v["name"] == contract.volume_name), None)
     if existing is None:
         return False
-    if _is_token_volume(existing, spec, contract):
+    if _is_token_volume(existing, spec, contract=contract):
         return True
     raise invalid(
         f"Pod already has a volume named {contract.volume_name!r} that is not the projected "
@@ -104,7 +104,7 @@ def _has_token_volume(pod: Json, spec: TokenSpec, contract: Contract) -> bool:
     )
 
 
-def _is_token_volume(volume: Json, spec: TokenSpec, contract: Contract) -> bool:
+def _is_token_volume(volume: Json, spec: TokenSpec, *, contract: Contract) -> bool:
     """True for our volume as we add it, also after the API server defaulted fields into it."""
     projected = volume.get("projected")
     if set(volume) != {"name", "projected"} or not isinstance(projected, dict):
@@ -136,7 +136,7 @@ def _describe_volume(volume: Json) -> str:
     return f"a {' / '.join(kinds) or 'empty'} volume"
 
 
-def _has_token_mount(mounts: list[Json] | None, container: str, contract: Contract) -> bool:
+def _has_token_mount(mounts: list[Json] | None, container: str, *, contract: Contract) -> bool:
     for mount in mounts or ():
         if same_path(mount["mountPath"], contract.mount_path):
             if mount["name"] == contract.volume_name:
@@ -149,7 +149,7 @@ def _has_token_mount(mounts: list[Json] | None, container: str, contract: Contra
     return False
 
 
-def _check_skipped_containers_exist(pod: Json, spec: TokenSpec, contract: Contract) -> None:
+def _check_skipped_containers_exist(pod: Json, spec: TokenSpec, *, contract: Contract) -> None:
     names = [container["name"] for _, _, container in containers_of(pod)]
     unknown = sorted(spec.skip_containers.difference(names))
     if unknown:

@@ -82,30 +82,30 @@ def well_formed(pod: object) -> bool:
 def explain_shape(pod: object, where: str = "request.object") -> Json:
     """The slow pass of ``check_shape``: raises ``InvalidReview`` naming the first bad field."""
     obj = _object(pod, where)
-    metadata = _optional_object(obj, "metadata", where)
+    metadata = _optional_object(obj, "metadata", where=where)
     if metadata is not None:
-        annotations = _optional_object(metadata, "annotations", f"{where}.metadata")
+        annotations = _optional_object(metadata, "annotations", where=f"{where}.metadata")
         if annotations is not None:
             for key, value in annotations.items():
                 if not isinstance(value, str):
                     raise InvalidReview(f"{where}.metadata.annotations[{key!r}] must be a string, got {_kind(value)}")
         for key in ("name", "generateName", "namespace"):
-            _optional_string(metadata, key, f"{where}.metadata")
+            _optional_string(metadata, key, where=f"{where}.metadata")
     spec = _object(obj.get("spec"), f"{where}.spec")
-    _optional_string(spec, "serviceAccountName", f"{where}.spec")
-    _optional_string(spec, "serviceAccount", f"{where}.spec")
-    for i, volume in enumerate(_optional_list(spec, "volumes", f"{where}.spec")):
+    _optional_string(spec, "serviceAccountName", where=f"{where}.spec")
+    _optional_string(spec, "serviceAccount", where=f"{where}.spec")
+    for i, volume in enumerate(_optional_list(spec, "volumes", where=f"{where}.spec")):
         at = f"{where}.spec.volumes[{i}]"
-        _string(_object(volume, at), "name", at)
+        _string(_object(volume, at), "name", where=at)
     for kind in CONTAINER_KINDS:
-        for i, container in enumerate(_optional_list(spec, kind, f"{where}.spec")):
+        for i, container in enumerate(_optional_list(spec, kind, where=f"{where}.spec")):
             at = f"{where}.spec.{kind}[{i}]"
-            _string(_object(container, at), "name", at)
-            for j, mount in enumerate(_optional_list(container, "volumeMounts", at)):
-                _string(_object(mount, f"{at}.volumeMounts[{j}]"), "name", f"{at}.volumeMounts[{j}]")
-                _string(mount, "mountPath", f"{at}.volumeMounts[{j}]")
-            for j, env in enumerate(_optional_list(container, "env", at)):
-                _string(_object(env, f"{at}.env[{j}]"), "name", f"{at}.env[{j}]")
+            _string(_object(container, at), "name", where=at)
+            for j, mount in enumerate(_optional_list(container, "volumeMounts", where=at)):
+                _string(_object(mount, f"{at}.volumeMounts[{j}]"), "name", where=f"{at}.volumeMounts[{j}]")
+                _string(mount, "mountPath", where=f"{at}.volumeMounts[{j}]")
+            for j, env in enumerate(_optional_list(container, "env", where=at)):
+                _string(_object(env, f"{at}.env[{j}]"), "name", where=f"{at}.env[{j}]")
     return obj
 
 
@@ -156,12 +156,12 @@ def _object(value: object, where: str) -> Json:
     return value
 
 
-def _optional_object(parent: Json, key: str, where: str) -> Json | None:
+def _optional_object(parent: Json, key: str, *, where: str) -> Json | None:
     value = parent.get(key)
     return None if value is None else _object(value, f"{where}.{key}")
 
 
-def _optional_list(parent: Json, key: str, where: str) -> list[Any]:
+def _optional_list(parent: Json, key: str, *, where: str) -> list[Any]:
     value = parent.get(key)
     if value is None:
         return []
@@ -170,14 +170,14 @@ def _optional_list(parent: Json, key: str, where: str) -> list[Any]:
     return value
 
 
-def _string(parent: Json, key: str, where: str) -> str:
+def _string(parent: Json, key: str, *, where: str) -> str:
     value = parent.get(key)
     if not isinstance(value, str):
         raise InvalidReview(f"{where}.{key} must be a string, got {_kind(value)}")
     return value
 
 
-def _optional_string(parent: Json, key: str, where: str) -> None:
+def _optional_string(parent: Json, key: str, *, where: str) -> None:
     value = parent.get(key)
     if value is not None and not isinstance(value, str):
         raise InvalidReview(f"{where}.{key} must be a string, got {_kind(value)}")

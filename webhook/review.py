@@ -60,7 +60,7 @@ def review(body: object, contract: Contract) -> Reviewed:
         annotations = annotations_of(pod)
         if MIRROR_POD_ANNOTATION not in annotations:
             try:
-                outcome = _mutate(pod, annotations, response, contract)
+                outcome = _mutate(pod, annotations, response=response, contract=contract)
             except Denied as denial:
                 response = {
                     "uid": uid,
@@ -84,7 +84,7 @@ def review(body: object, contract: Contract) -> Reviewed:
     )
 
 
-def _mutate(pod: Json, annotations: dict[str, str], response: AdmissionResponse, contract: Contract) -> Outcome:
+def _mutate(pod: Json, annotations: dict[str, str], *, response: AdmissionResponse, contract: Contract) -> Outcome:
     spec = read_token_spec(annotations, contract)
     warnings = [
         f"annotation {key} is not one token-projector knows and was ignored"
@@ -96,7 +96,7 @@ def _mutate(pod: Json, annotations: dict[str, str], response: AdmissionResponse,
         response["auditAnnotations"] = {AUDIT_LEGACY_TOKEN: "warned: " + "; ".join(legacy)}
     outcome: Outcome = "unchanged"
     if spec is not None:
-        injection = plan_injection(pod, spec, contract)
+        injection = plan_injection(pod, spec, contract=contract)
         warnings += injection.warnings
         if injection.ops:
             response["patchType"] = "JSONPatch"

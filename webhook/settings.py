@@ -101,26 +101,26 @@ class Contract:
 
     def __post_init__(self) -> None:
         if not _DNS_SUBDOMAIN.match(self.annotation_prefix):
-            _bad("annotation_prefix", self.annotation_prefix, "a DNS subdomain such as token-projector.io")
+            _bad("annotation_prefix", self.annotation_prefix, allowed="a DNS subdomain such as token-projector.io")
         if not _DNS_LABEL.match(self.volume_name):
-            _bad("volume_name", self.volume_name, "a DNS label (lower-case letters, digits, '-', at most 63)")
+            _bad("volume_name", self.volume_name, allowed="a DNS label (lower-case letters, digits, '-', at most 63)")
         if not self.mount_path.startswith("/") or ":" in self.mount_path or self.mount_path.rstrip("/") == "":
-            _bad("mount_path", self.mount_path, "an absolute path other than / without ':'")
+            _bad("mount_path", self.mount_path, allowed="an absolute path other than / without ':'")
         if not self.token_file or self.token_file.startswith("/") or ".." in self.token_file.split("/"):
-            _bad("token_file", self.token_file, "a relative path without '..'")
+            _bad("token_file", self.token_file, allowed="a relative path without '..'")
         if not _ENV_NAME.match(self.env_var):
-            _bad("env_var", self.env_var, "an environment variable name ([A-Za-z_][A-Za-z0-9_]*)")
+            _bad("env_var", self.env_var, allowed="an environment variable name ([A-Za-z_][A-Za-z0-9_]*)")
         if not MIN_EXPIRATION_SECONDS <= self.max_expiration_seconds <= MAX_EXPIRATION_SECONDS_LIMIT:
             _bad(
                 "max_expiration_seconds",
                 self.max_expiration_seconds,
-                f"between {MIN_EXPIRATION_SECONDS} and {MAX_EXPIRATION_SECONDS_LIMIT}",
+                allowed=f"between {MIN_EXPIRATION_SECONDS} and {MAX_EXPIRATION_SECONDS_LIMIT}",
             )
         if not MIN_EXPIRATION_SECONDS <= self.default_expiration_seconds <= self.max_expiration_seconds:
             _bad(
                 "default_expiration_seconds",
                 self.default_expiration_seconds,
-                f"between {MIN_EXPIRATION_SECONDS} and max_expiration_seconds ({self.max_expiration_seconds})",
+                allowed=f"between {MIN_EXPIRATION_SECONDS} and max_expiration_seconds ({self.max_expiration_seconds})",
             )
 
     def annotation(self, key: str) -> str:
@@ -175,22 +175,22 @@ class ServerSettings:
         for name in ("port", "probe_port"):
             value = getattr(self, name)
             if not 0 <= value <= 65535 or (name == "port" and value == 0):
-                _bad(name, value, "a TCP port (1-65535" + (", or 0 for off)" if name == "probe_port" else ")"))
+                _bad(name, value, allowed="a TCP port (1-65535" + (", or 0 for off)" if name == "probe_port" else ")"))
         if self.probe_port == self.port:
-            _bad("probe_port", self.probe_port, "a port other than the HTTPS port")
+            _bad("probe_port", self.probe_port, allowed="a port other than the HTTPS port")
         if self.max_body_bytes < 1024:
-            _bad("max_body_bytes", self.max_body_bytes, "at least 1024")
+            _bad("max_body_bytes", self.max_body_bytes, allowed="at least 1024")
         for name in ("read_timeout_seconds", "keepalive_timeout_seconds", "cert_reload_seconds"):
             if getattr(self, name) <= 0:
-                _bad(name, getattr(self, name), "a positive number")
+                _bad(name, getattr(self, name), allowed="a positive number")
         for name in ("drain_seconds", "shutdown_timeout_seconds"):
             if getattr(self, name) < 0:
-                _bad(name, getattr(self, name), "zero or more")
+                _bad(name, getattr(self, name), allowed="zero or more")
         if self.log_level not in ("debug", "info", "warning", "error"):
-            _bad("log_level", self.log_level, "debug, info, warning or error")
+            _bad("log_level", self.log_level, allowed="debug, info, warning or error")
 
 
-def _bad(name: str, value: object, allowed: str) -> typing.NoReturn:
+def _bad(name: str, value: object, *, allowed: str) -> typing.NoReturn:
     raise ConfigError(f"{flag_of(name)} / {env_of(name)}: {value!r} is not valid; it must be {allowed}")
 
 
@@ -233,11 +233,11 @@ def load(cls: type[S], args: argparse.Namespace | None = None, environ: Mapping[
         if raw is None and env_of(f.name) in environ:
             raw = environ[env_of(f.name)]
         if raw is not None:
-            values[f.name] = _convert(f.name, raw, hints[f.name])
+            values[f.name] = _convert(f.name, raw, kind=hints[f.name])
     return cls(**values)
 
 
-def _convert(name: str, raw: object, kind: Any) -> object:
+def _convert(name: str, raw: object, *, kind: Any) -> object:
     if not isinstance(raw, str):
         return raw  # argparse already gave a typed value (booleans)
     try:
@@ -251,11 +251,11 @@ def _convert(name: str, raw: object, kind: Any) -> object:
         if kind is float:
             return float(raw)
     except ValueError:
-        _bad(name, raw, f"a {'boolean (true/false)' if kind is bool else kind.__name__}")
+        _bad(name, raw, allowed=f"a {'boolean (true/false)' if kind is bool else kind.__name__}")
     if typing.get_origin(kind) is tuple:
         return tuple(part.strip() for part in raw.split(",") if part.strip())
     if typing.get_origin(kind) is Literal and raw not in typing.get_args(kind):
-        _bad(name, raw, "one of " + ", ".join(typing.get_args(kind)))
+        _bad(name, raw, allowed="one of " + ", ".join(typing.get_args(kind)))
     return raw
 
 

@@ -92,7 +92,7 @@ class ControlPlane:
     context: ssl.SSLContext
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def request(self, method: str, path: str, body: object = None, *, token: str = ADMIN_TOKEN) -> dict[str, Any]:
+    def request(self, method: str, path: str, *, body: object = None, token: str = ADMIN_TOKEN) -> dict[str, Any]:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(
             self.url + path,
@@ -148,12 +148,12 @@ class ControlPlane:
     def namespace(self, *, labels: dict[str, str] | None = None) -> str:
         """A fresh namespace with a ServiceAccount ``app`` (no controller-manager runs here to make ``default``)."""
         name = "e2e-" + uuid.uuid4().hex[:8]
-        self.request("POST", "/api/v1/namespaces", {"metadata": {"name": name, "labels": labels or {}}})
-        self.request("POST", f"/api/v1/namespaces/{name}/serviceaccounts", {"metadata": {"name": "app"}})
+        self.request("POST", "/api/v1/namespaces", body={"metadata": {"name": name, "labels": labels or {}}})
+        self.request("POST", f"/api/v1/namespaces/{name}/serviceaccounts", body={"metadata": {"name": "app"}})
         return name
 
     def create_pod(self, namespace: str, pod: dict[str, Any]) -> dict[str, Any]:
-        return self.request("POST", f"/api/v1/namespaces/{namespace}/pods", pod)
+        return self.request("POST", f"/api/v1/namespaces/{namespace}/pods", body=pod)
 
 
 def _start(command: list[str], log: Path) -> subprocess.Popen[bytes]:

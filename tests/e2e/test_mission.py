@@ -19,12 +19,12 @@ from tests.e2e.pods import annotated, token_volumes
 pytestmark = pytest.mark.e2e
 
 
-def token_for(control_plane: ControlPlane, namespace: str, stored: dict[str, Any]) -> str:
+def token_for(control_plane: ControlPlane, namespace: str, *, stored: dict[str, Any]) -> str:
     source = token_volumes(stored)[0]["projected"]["sources"][0]["serviceAccountToken"]
     request = control_plane.request(
         "POST",
         f"/api/v1/namespaces/{namespace}/serviceaccounts/{stored['spec']['serviceAccountName']}/token",
-        {
+        body={
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenRequest",
             "spec": {
@@ -43,11 +43,11 @@ def token_for(control_plane: ControlPlane, namespace: str, stored: dict[str, Any
     return token
 
 
-def review(control_plane: ControlPlane, token: str, audience: str) -> dict[str, Any]:
+def review(control_plane: ControlPlane, token: str, *, audience: str) -> dict[str, Any]:
     status: dict[str, Any] = control_plane.request(
         "POST",
         "/apis/authentication.k8s.io/v1/tokenreviews",
-        {
+        body={
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenReview",
             "spec": {"token": token, "audiences": [audience]},
@@ -63,25 +63,25 @@ def test_the_pods_token_is_accepted_for_its_audience_only_and_dies_with_the_pod(
     stored = control_plane.create_pod(
         namespace, annotated(annotations={"token-projector.io/expiration-seconds": "1800"})
     )
-    token = token_for(control_plane, namespace, stored)
+    token = token_for(control_plane, namespace, stored=stored)
 
-    accepted = review(control_plane, token, "data-store")
+    accepted = review(control_plane, token, audience="data-store")
     assert accepted["authenticated"] is True
     assert accepted["audiences"] == ["data-store"]
     assert accepted["user"]["username"] == f"system:serviceaccount:{namespace}:app"
     assert accepted["user"]["extra"]["authentication.kubernetes.io/pod-name"] == [stored["metadata"]["name"]]
 
-    other = review(control_plane, token, "secret-store")
+    other = review(control_plane, token, audience="secret-store")
     assert other.get("authenticated") is not True
 
-    api = review(control_plane, token, "https://kubernetes.default.svc.cluster.local")
+    api = review(control_plane, token, audience="https://kubernetes.default.svc.cluster.local")
     assert api.get("authenticated") is not True, "the token is not a Kubernetes API credential"
 
     control_plane.request("DELETE", f"/api/v1/namespaces/{namespace}/pods/{stored['metadata']['name']}")
     # kube-apiserver caches a successful token authentication for 10 s (TokenSuccessCacheTTL), so the
     # bound token may outlive its Pod by that much, and no longer.
     deleted_at = time.monotonic()
-    while review(control_plane, token, "data-store").get("authenticated") is True:
+    while review(control_plane, token, audience="data-store").get("authenticated") is True:
         assert time.monotonic() - deleted_at < 20, "a token bound to a deleted Pod must stop working"
         time.sleep(0.5)
 
@@ -95,7 +95,7 @@ def test_the_expiration_the_pod_asked_for_is_the_one_the_token_gets(
     )
     source = token_volumes(stored)[0]["projected"]["sources"][0]["serviceAccountToken"]
     assert source["expirationSeconds"] == 1800
-    payload = token_for(control_plane, namespace, stored).split(".")[1]
+    payload = token_for(control_plane, namespace, stored=stored).split(".")[1]
     claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     assert claims["aud"] == ["data-store"]
     assert claims["exp"] - claims["iat"] == 1800

@@ -117,7 +117,7 @@ def sidecar_injector(registered: Registered, control_plane: ControlPlane, tmp_pa
     control_plane.request(
         "POST",
         "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
-        {
+        body={
             "metadata": {"name": name},
             "webhooks": [
                 {

@@ -73,8 +73,8 @@ def pods(draw: st.DrawFn, *, valid: bool = False) -> Json:
 
     names = draw(st.lists(dns_label, min_size=1, max_size=8, unique=True))
     split = draw(st.integers(0, len(names) - 1))
-    containers = [draw(container(name, mountable, init=False, conflicts=not valid)) for name in names[split:]]
-    init = [draw(container(name, mountable, init=True, conflicts=not valid)) for name in names[:split]]
+    containers = [draw(container(name, mountable=mountable, init=False, conflicts=not valid)) for name in names[split:]]
+    init = [draw(container(name, mountable=mountable, init=True, conflicts=not valid)) for name in names[:split]]
 
     pod: Json = {
         "apiVersion": "v1",
@@ -132,7 +132,7 @@ def pods(draw: st.DrawFn, *, valid: bool = False) -> Json:
 
 
 @st.composite
-def container(draw: st.DrawFn, name: str, mountable: list[str], *, init: bool, conflicts: bool) -> Json:
+def container(draw: st.DrawFn, name: str, *, mountable: list[str], init: bool, conflicts: bool) -> Json:
     c: Json = {"name": name, "image": "registry.example.com/app:1"}
     if init and draw(st.booleans()):
         c["restartPolicy"] = "Always"  # a native sidecar
