@@ -56,13 +56,18 @@ def review(control_plane: ControlPlane, token: str, *, audience: str) -> dict[st
     return status
 
 
-def test_the_pods_token_is_accepted_for_its_audience_only_and_dies_with_the_pod(
-    registered: Registered, control_plane: ControlPlane
-) -> None:
+@pytest.fixture
+def stored_pod(registered: Registered, control_plane: ControlPlane) -> tuple[str, dict[str, Any]]:
+    """A Pod asking for a 30-minute data-store token, as the API server stored it: (namespace, Pod)."""
     namespace = control_plane.namespace()
-    stored = control_plane.create_pod(
-        namespace, annotated(annotations={"token-projector.io/expiration-seconds": "1800"})
-    )
+    annotations = {"token-projector.io/expiration-seconds": "1800"}
+    return namespace, control_plane.create_pod(namespace, annotated(annotations=annotations))
+
+
+def test_the_pods_token_is_accepted_for_its_audience_only_and_dies_with_the_pod(
+    stored_pod: tuple[str, dict[str, Any]], control_plane: ControlPlane
+) -> None:
+    namespace, stored = stored_pod
     token = token_for(control_plane, namespace, stored=stored)
 
     accepted = review(control_plane, token, audience="data-store")
@@ -87,12 +92,9 @@ def test_the_pods_token_is_accepted_for_its_audience_only_and_dies_with_the_pod(
 
 
 def test_the_expiration_the_pod_asked_for_is_the_one_the_token_gets(
-    registered: Registered, control_plane: ControlPlane
+    stored_pod: tuple[str, dict[str, Any]], control_plane: ControlPlane
 ) -> None:
-    namespace = control_plane.namespace()
-    stored = control_plane.create_pod(
-        namespace, annotated(annotations={"token-projector.io/expiration-seconds": "1800"})
-    )
+    namespace, stored = stored_pod
     source = token_volumes(stored)[0]["projected"]["sources"][0]["serviceAccountToken"]
     assert source["expirationSeconds"] == 1800
     payload = token_for(control_plane, namespace, stored=stored).split(".")[1]

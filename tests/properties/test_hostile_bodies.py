@@ -50,45 +50,8 @@ def paths_of(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 PATHS = [p for p in paths_of(BASE) if p]
 
 
-@settings(max_examples=500, deadline=None)
-@given(json_values)
-def test_any_json_value_is_answered_or_refused_as_an_invalid_review(body: Any) -> None:
-    answers_or_refuses(body)
-
-
-@settings(max_examples=1500, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(PATHS), json_values), min_size=1, max_size=3))
-def test_an_admission_review_with_anything_put_anywhere_is_answered_or_refused(
-    replacements: list[tuple[tuple[Any, ...], Any]],
-) -> None:
-    body = copy.deepcopy(BASE)
-    for path, value in replacements:
-        parent: Any = body
-        try:
-            for key in path[:-1]:
-                parent = parent[key]
-            parent[path[-1]] = value
-        except (KeyError, IndexError, TypeError):
-            continue  # an earlier replacement removed this path
-    answers_or_refuses(body)
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.sampled_from(PATHS))
-def test_an_admission_review_missing_any_field_is_answered_or_refused(path: tuple[Any, ...]) -> None:
-    body = copy.deepcopy(BASE)
-    parent: Any = body
-    for key in path[:-1]:
-        parent = parent[key]
-    del parent[path[-1]]
-    answers_or_refuses(body)
-
-
-@settings(max_examples=1500, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(PATHS), json_values), max_size=3), st.booleans())
-def test_the_fast_shape_check_and_the_explaining_one_always_agree(
-    replacements: list[tuple[tuple[Any, ...], Any]], delete: bool
-) -> None:
+def edited(replacements: list[tuple[tuple[Any, ...], Any]], *, delete: bool = False) -> Any:
+    """A copy of BASE with each path set to its value (or deleted); paths an earlier edit removed are skipped."""
     body = copy.deepcopy(BASE)
     for path, value in replacements:
         parent: Any = body
@@ -101,6 +64,35 @@ def test_the_fast_shape_check_and_the_explaining_one_always_agree(
                 parent[path[-1]] = value
         except (KeyError, IndexError, TypeError):
             continue
+    return body
+
+
+@settings(max_examples=500, deadline=None)
+@given(json_values)
+def test_any_json_value_is_answered_or_refused_as_an_invalid_review(body: Any) -> None:
+    answers_or_refuses(body)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(PATHS), json_values), min_size=1, max_size=3))
+def test_an_admission_review_with_anything_put_anywhere_is_answered_or_refused(
+    replacements: list[tuple[tuple[Any, ...], Any]],
+) -> None:
+    answers_or_refuses(edited(replacements))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(PATHS))
+def test_an_admission_review_missing_any_field_is_answered_or_refused(path: tuple[Any, ...]) -> None:
+    answers_or_refuses(edited([(path, None)], delete=True))
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(PATHS), json_values), max_size=3), st.booleans())
+def test_the_fast_shape_check_and_the_explaining_one_always_agree(
+    replacements: list[tuple[tuple[Any, ...], Any]], delete: bool
+) -> None:
+    body = edited(replacements, delete=delete)
     pod = body.get("request", {}).get("object") if isinstance(body.get("request"), dict) else None
     try:
         explain_shape(pod)
