@@ -37,19 +37,18 @@ def find_legacy_tokens(pod: Json) -> list[LegacyToken]:
         if not isinstance(secret, dict):
             continue
         secret_name = str(secret.get("secretName") or "")
-        at_api_path = any(
-            same_path(str(mount.get("mountPath")), SERVICE_ACCOUNT_MOUNT_PATH)
-            for mount in _mounts_of(pod, volume["name"])
-        )
+        mounts = [
+            (container["name"], mount["mountPath"])
+            for _, _, container in containers_of(pod)
+            for mount in container.get("volumeMounts") or ()
+            if mount["name"] == volume["name"]
+        ]
+        at_api_path = any(same_path(path, SERVICE_ACCOUNT_MOUNT_PATH) for _, path in mounts)
         named_like_token = (
             secret_name.startswith(account) and _TOKEN_SECRET_SUFFIX.fullmatch(secret_name, len(account)) is not None
         )
         if at_api_path or named_like_token:
-            mounted_in = tuple(
-                container["name"]
-                for _, _, container in containers_of(pod)
-                if any(m.get("name") == volume["name"] for m in container.get("volumeMounts") or ())
-            )
+            mounted_in = tuple(dict.fromkeys(name for name, _ in mounts))
             found.append(
                 LegacyToken(volume=volume["name"], secret=secret_name, mounted_in=mounted_in, at_api_path=at_api_path)
             )
@@ -98,15 +97,6 @@ def apply_policy(pod: Json, *, audience: str | None, contract: Contract) -> list
                 f"{contract.token_path}."
             )
     return warnings
-
-
-def _mounts_of(pod: Json, volume: str) -> list[Json]:
-    return [
-        mount
-        for _, _, container in containers_of(pod)
-        for mount in container.get("volumeMounts") or ()
-        if mount.get("name") == volume
-    ]
 
 
 def _legacy_message(legacy: list[LegacyToken], *, audience: str | None, contract: Contract) -> str:

@@ -76,10 +76,9 @@ class CertificateReloader:
         self._current, self.status.not_after = load_context(cert_file, key_file)
         self._stamp = self._read_stamp()
         self._failed_stamp: _Stamp | None = None
-        self.listening_context = hardened_context()
-        # The listening context needs a certificate of its own to start; each handshake is then
-        # moved to the current context by the callback before any certificate is chosen.
-        self.listening_context.load_cert_chain(cert_file, key_file)
+        # The first pair's context listens, and its callback moves each handshake to whichever
+        # context is current (at first, itself). Contexts loaded later need no callback.
+        self.listening_context = self._current
         self.listening_context.sni_callback = self._select
 
     def _select(self, connection: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext) -> None:
