@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import jsonpatch
+import orjson
 
-from webhook.review import Reviewed, review
+from webhook.review import Reviewed, review, review_body
 from webhook.settings import Contract
 from webhook.wire import Json
 
@@ -82,9 +83,20 @@ def admission_review(
 
 
 def run(body: Json, contract: Contract = DEFAULT) -> Reviewed:
-    """Review a copy of ``body``, then check that the review did not modify its input."""
+    """Review ``body`` as the server does (its bytes), and check what must hold for every review.
+
+    The answer must be the same by every path: from the bytes (where the env var's name can be
+    seen to be absent, and the env entries go unread), from the decoded body (where they are
+    read), and from bytes that spell the name with a JSON escape (where absence cannot be seen).
+    And the review must not modify the request it was given.
+    """
     before = copy.deepcopy(body)
-    reviewed = review(body, contract)
+    raw = orjson.dumps(body)
+    reviewed = review_body(raw, contract)
+    assert review(body, contract) == reviewed, "reading the env entries must not change the answer"
+    name = contract.env_var.encode()
+    escaped = raw.replace(name, name[:-1] + b"\\u%04x" % name[-1])
+    assert review_body(escaped, contract) == reviewed, "an escaped spelling must not change the answer"
     assert body == before, "the review must not change the request it was given"
     return reviewed
 

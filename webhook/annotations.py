@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 from webhook.errors import invalid, shown
 from webhook.settings import (
-    ANNOTATION_KEYS,
     AUDIENCE_KEY,
     EXPIRATION_KEY,
     MIN_EXPIRATION_SECONDS,
@@ -19,6 +18,7 @@ from webhook.settings import (
 
 _DIGITS = re.compile(r"[0-9]+")
 _MAX_DIGITS = 20
+_NONE_SKIPPED: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,9 +63,8 @@ def read_token_spec(annotations: dict[str, str], contract: Contract) -> TokenSpe
 
 def unknown_annotations(annotations: dict[str, str], contract: Contract) -> list[str]:
     """Annotations under our prefix that we do not know: most likely typos that would be ignored."""
-    prefix = contract.annotation_prefix + "/"
-    known = {contract.annotation(key) for key in ANNOTATION_KEYS}
-    return sorted(key for key in annotations if key.startswith(prefix) and key not in known)
+    prefix, known = contract.annotation_prefix + "/", contract.known_annotations
+    return sorted([key for key in annotations if key.startswith(prefix) and key not in known])
 
 
 def _expiration(annotations: dict[str, str], contract: Contract) -> int:
@@ -87,5 +86,7 @@ def _expiration(annotations: dict[str, str], contract: Contract) -> int:
 
 
 def _skipped(annotations: dict[str, str], contract: Contract) -> frozenset[str]:
-    raw = annotations.get(contract.annotation(SKIP_CONTAINERS_KEY), "")
+    raw = annotations.get(contract.annotation(SKIP_CONTAINERS_KEY))
+    if not raw:
+        return _NONE_SKIPPED
     return frozenset(name.strip() for name in raw.split(",") if name.strip())

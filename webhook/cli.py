@@ -17,7 +17,7 @@ import orjson
 
 from webhook import __version__
 from webhook.errors import ConfigError, TokenProjectorError
-from webhook.review import review
+from webhook.review import review_body
 from webhook.settings import Contract, ServerSettings, add_arguments, load
 
 EXIT_DENIED = 1
@@ -85,7 +85,7 @@ def _review(args: argparse.Namespace) -> int:
     except orjson.JSONDecodeError as error:
         print(f"token-projector: {args.file} is not JSON: {error}", file=sys.stderr)
         return EXIT_USAGE
-    reviewed = review(body, contract)
+    reviewed = review_body(raw, contract)  # from the bytes, exactly as the server answers
     response = reviewed.response["response"]
     if not response["allowed"]:
         print(f"denied: {response['status']['message']}", file=sys.stderr)

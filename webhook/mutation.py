@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from webhook.annotations import TokenSpec
 from webhook.errors import invalid, shown
-from webhook.pod import containers_of, same_path, volumes_of
+from webhook.pod import containers_of, volumes_of
 from webhook.settings import SKIP_CONTAINERS_KEY, Contract
 from webhook.wire import AddOp, Json
 
@@ -48,15 +48,21 @@ def token_volume(spec: TokenSpec, contract: Contract) -> Json:
     }
 
 
-def plan_injection(pod: Json, spec: TokenSpec, *, contract: Contract) -> Injection:
-    """The ``add`` ops that inject ``spec`` into ``pod``; raises ``Denied`` on a conflict."""
+def plan_injection(pod: Json, spec: TokenSpec, *, contract: Contract, env_var_absent: bool = False) -> Injection:
+    """The ``add`` ops that inject ``spec`` into ``pod``; raises ``Denied`` on a conflict.
+
+    ``env_var_absent`` says the env var's name occurs nowhere in the Pod, so that its (often
+    hundreds of) env entries need not be read to find it.
+    """
     injection = Injection()
-    _check_skipped_containers_exist(pod, spec, contract=contract)
+    if spec.skip_containers:
+        _check_skipped_containers_exist(pod, spec, contract=contract)
     if not _has_token_volume(pod, spec, contract=contract):
         _add(injection, "/spec/volumes", array=pod["spec"].get("volumes"), value=token_volume(spec, contract))
 
     mount = {"name": contract.volume_name, "mountPath": contract.mount_path, "readOnly": True}
     env = {"name": contract.env_var, "value": contract.token_path}
+    mount_path = contract.mount_path.rstrip("/")  # see same_path; stripped once, not per mount
     for kind, index, container in containers_of(pod):
         name = container["name"]
         if name in spec.skip_containers:
@@ -64,11 +70,11 @@ def plan_injection(pod: Json, spec: TokenSpec, *, contract: Contract) -> Injecti
         base = f"/spec/{kind}/{index}"
         touched = False
         mounts = container.get("volumeMounts")
-        if not _has_token_mount(mounts, name, contract=contract):
+        if mounts is None or not _has_token_mount(mounts, name, mount_path=mount_path, contract=contract):
             _add(injection, f"{base}/volumeMounts", array=mounts, value=mount)
             touched = True
         variables = container.get("env")
-        existing = next((v for v in variables or () if v["name"] == contract.env_var), None)
+        existing = None if env_var_absent else _env_entry(variables, contract.env_var)
         if existing is None:
             # Prepended so that the container's own variables can refer to it as $(NAME):
             # Kubernetes expands only references to variables defined earlier in the list.
@@ -89,6 +95,12 @@ def _add(injection: Injection, path: str, *, array: list[Json] | None, value: Js
         injection.ops.append({"op": "add", "path": path, "value": [value]})
     else:
         injection.ops.append({"op": "add", "path": f"{path}/{'0' if first else '-'}", "value": value})
+
+
+def _env_entry(variables: list[object] | None, name: str) -> Json | None:
+    # Entries are not shape-checked (most reviews never read them): one that is not an object
+    # with that name is not the one we look for, and the API server validates the Pod after us.
+    return next((v for v in variables or () if isinstance(v, dict) and v.get("name") == name), None)
 
 
 def _has_token_volume(pod: Json, spec: TokenSpec, *, contract: Contract) -> bool:
@@ -136,9 +148,9 @@ def _describe_volume(volume: Json) -> str:
     return f"a {' / '.join(kinds) or 'empty'} volume"
 
 
-def _has_token_mount(mounts: list[Json] | None, container: str, *, contract: Contract) -> bool:
-    for mount in mounts or ():
-        if same_path(mount["mountPath"], contract.mount_path):
+def _has_token_mount(mounts: list[Json], container: str, *, mount_path: str, contract: Contract) -> bool:
+    for mount in mounts:
+        if mount["mountPath"].rstrip("/") == mount_path:
             if mount["name"] == contract.volume_name:
                 return True
             raise invalid(

@@ -3,7 +3,7 @@
 This is the whole decision of the webhook, in order: answer in the version the request came in;
 leave alone anything that is not a Pod CREATE, and mirror Pods; read the Pod's annotations;
 apply the legacy-token policy; plan the patch. The server, the ``review`` command and the tests
-all call ``review`` and nothing below it.
+all call ``review_body`` (or ``review``, given a decoded body) and nothing below it.
 """
 
 import base64
@@ -13,6 +13,7 @@ from typing import Any, cast
 import orjson
 
 from webhook.annotations import read_token_spec, unknown_annotations
+from webhook.document import absent_names, decode
 from webhook.errors import Denied, InvalidReview, shown
 from webhook.legacy import apply_policy
 from webhook.mutation import plan_injection
@@ -44,8 +45,17 @@ class Reviewed:
     operation: str
 
 
-def review(body: object, contract: Contract) -> Reviewed:
-    """Answer one decoded AdmissionReview; raises ``InvalidReview`` when ``body`` is not one."""
+def review_body(raw: bytes, contract: Contract) -> Reviewed:
+    """Answer one AdmissionReview as it came over the wire; raises ``InvalidReview`` when it is not one."""
+    return review(decode(raw), contract, absent=absent_names(raw, (contract.env_var,)))
+
+
+def review(body: object, contract: Contract, *, absent: frozenset[str] = frozenset()) -> Reviewed:
+    """Answer one decoded AdmissionReview; raises ``InvalidReview`` when ``body`` is not one.
+
+    ``absent`` holds names known to occur nowhere in ``body`` (see ``webhook.document``), which
+    the review then need not look for; the answer is the same with or without it.
+    """
     api_version, request = _envelope(body)
     uid = request["uid"]
     operation = str(request.get("operation") or "")
@@ -60,7 +70,7 @@ def review(body: object, contract: Contract) -> Reviewed:
         annotations = annotations_of(pod)
         if MIRROR_POD_ANNOTATION not in annotations:
             try:
-                outcome = _mutate(pod, annotations, response=response, contract=contract)
+                outcome = _mutate(pod, annotations, response=response, contract=contract, absent=absent)
             except Denied as denial:
                 response = {
                     "uid": uid,
@@ -84,7 +94,14 @@ def review(body: object, contract: Contract) -> Reviewed:
     )
 
 
-def _mutate(pod: Json, annotations: dict[str, str], *, response: AdmissionResponse, contract: Contract) -> Outcome:
+def _mutate(
+    pod: Json,
+    annotations: dict[str, str],
+    *,
+    response: AdmissionResponse,
+    contract: Contract,
+    absent: frozenset[str],
+) -> Outcome:
     spec = read_token_spec(annotations, contract)
     warnings = [
         f"annotation {key} is not one token-projector knows and was ignored"
@@ -96,7 +113,7 @@ def _mutate(pod: Json, annotations: dict[str, str], *, response: AdmissionRespon
         response["auditAnnotations"] = {AUDIT_LEGACY_TOKEN: "warned: " + "; ".join(legacy)}
     outcome: Outcome = "unchanged"
     if spec is not None:
-        injection = plan_injection(pod, spec, contract=contract)
+        injection = plan_injection(pod, spec, contract=contract, env_var_absent=contract.env_var in absent)
         warnings += injection.warnings
         if injection.ops:
             response["patchType"] = "JSONPatch"

@@ -15,6 +15,7 @@ import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal, TypeVar
 
 from webhook.errors import ConfigError
@@ -123,11 +124,22 @@ class Contract:
                 allowed=f"between {MIN_EXPIRATION_SECONDS} and max_expiration_seconds ({self.max_expiration_seconds})",
             )
 
+    # Derived names are computed once per Contract, not once per Pod (cached_property writes the
+    # instance's __dict__ directly, so it works on a frozen dataclass).
+    @cached_property
+    def annotation_names(self) -> dict[str, str]:
+        """The full annotation name of each of ``ANNOTATION_KEYS``."""
+        return {key: f"{self.annotation_prefix}/{key}" for key in ANNOTATION_KEYS}
+
+    @cached_property
+    def known_annotations(self) -> frozenset[str]:
+        return frozenset(self.annotation_names.values())
+
     def annotation(self, key: str) -> str:
         """The full annotation name for ``key`` (one of ``ANNOTATION_KEYS``)."""
-        return f"{self.annotation_prefix}/{key}"
+        return self.annotation_names[key]
 
-    @property
+    @cached_property
     def token_path(self) -> str:
         """The token file's path inside each container: the env var's value."""
         return posixpath.join(self.mount_path, self.token_file)

@@ -187,6 +187,14 @@ def test_container_that_sets_the_env_var_from_a_reference_keeps_it() -> None:
     assert run(body).response["response"]["warnings"]
 
 
+@pytest.mark.parametrize("entry", [42, "SERVICE_ACCOUNT_TOKEN_PATH", {"value": "x"}, {"name": 7}, None])
+def test_an_env_entry_that_is_not_a_named_object_is_passed_over_and_the_token_variable_still_added(
+    entry: object,
+) -> None:
+    body = admission_review(make_pod(container("app", env=[entry]), annotations=annotated()))
+    assert patched(body)["spec"]["containers"][0]["env"] == [TOKEN_ENV, entry]
+
+
 def test_a_different_volume_named_like_ours_is_denied_and_the_conflict_named() -> None:
     other = {"name": "audience-token", "secret": {"secretName": "my-token"}}
     status = denial(admission_review(make_pod(annotations=annotated(), volumes=[other])))

@@ -5,6 +5,8 @@ a 400 with the message); any other exception would be a 500, and is a bug.
 """
 
 import copy
+import json
+import random
 from typing import Any
 
 from hypothesis import given, settings
@@ -13,7 +15,7 @@ from hypothesis import strategies as st
 from tests.helpers import fixture
 from webhook.errors import InvalidReview
 from webhook.pod import explain_shape, well_formed
-from webhook.review import review
+from webhook.review import review, review_body
 from webhook.settings import Contract
 
 json_values = st.recursive(
@@ -100,3 +102,32 @@ def test_the_fast_shape_check_and_the_explaining_one_always_agree(
     except InvalidReview:
         explained_ok = False
     assert well_formed(pod) is explained_ok
+
+
+def spelled(value: Any, rnd: random.Random) -> str:
+    """``value`` as JSON text, each character of each string written as-is or as a ``\\u`` escape, at random."""
+    if isinstance(value, str):
+        return (
+            '"' + "".join(f"\\u{ord(c):04x}" if rnd.random() < 0.3 or c in '"\\' or c < " " else c for c in value) + '"'
+        )
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{spelled(k, rnd)}:{spelled(v, rnd)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(spelled(v, rnd) for v in value) + "]"
+    return json.dumps(value)
+
+
+WITH_OUR_VARIABLE = copy.deepcopy(BASE)
+WITH_OUR_VARIABLE["request"]["object"]["spec"]["containers"][0]["env"].insert(
+    0, {"name": Contract().env_var, "value": "/elsewhere"}
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([BASE, WITH_OUR_VARIABLE]), st.integers(0, 2**32))
+def test_the_answer_from_the_bytes_is_the_answer_from_the_decoded_body_however_strings_are_spelled(
+    body: Any, seed: int
+) -> None:
+    raw = spelled(body, random.Random(seed)).encode()  # noqa: S311 (test data, not secrets)
+    assert json.loads(raw) == body
+    assert review_body(raw, Contract()) == review(body, Contract())
