@@ -104,10 +104,10 @@ async def test_a_wrong_method_or_path_is_not_a_server_error(webhook: Webhook) ->
 async def test_an_unexpected_failure_is_a_bare_500_without_details_and_is_logged(
     webhook: Webhook, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken_review(body: object, contract: object) -> None:  # a fake, injected: the real review never raises this
+    def broken_review(raw: bytes, contract: object) -> None:  # a fake, injected: the real review never raises this
         raise RuntimeError("internal detail that must not leak")
 
-    monkeypatch.setattr("webhook.server.review", broken_review)
+    monkeypatch.setattr("webhook.server.review_body", broken_review)
     async with await webhook.post(body_of(ANNOTATED)) as response:
         assert response.status == 500
         text = await response.text()
