@@ -91,7 +91,10 @@ def run(body: Json, contract: Contract = DEFAULT) -> Reviewed:
     And the review must not modify the request it was given.
     """
     before = copy.deepcopy(body)
-    raw = orjson.dumps(body)
+    try:
+        raw = orjson.dumps(body)
+    except orjson.JSONEncodeError:  # an integer past 64 bits (the property tests draw some): only json writes it
+        raw = json.dumps(body).encode()
     reviewed = review_body(raw, contract)
     assert review(body, contract) == reviewed, "reading the env entries must not change the answer"
     name = contract.env_var.encode()
