@@ -5,7 +5,7 @@ reading it is an application developer looking at ``kubectl`` output, not at our
 """
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from webhook.errors import invalid, shown
 from webhook.settings import (
@@ -21,9 +21,8 @@ _MAX_DIGITS = 20
 _NONE_SKIPPED: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True, kw_only=True)
-class TokenSpec:
-    """What one annotated Pod asked for."""
+class TokenSpec(NamedTuple):
+    """What one annotated Pod asked for (a NamedTuple for the reason ``review.Reviewed`` is one)."""
 
     audience: str
     expiration_seconds: int

@@ -7,8 +7,7 @@ all call ``review_body`` (or ``review``, given a decoded body) and nothing below
 """
 
 import base64
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import orjson
 
@@ -33,9 +32,12 @@ AUDIT_INJECTED = "injected"
 AUDIT_LEGACY_TOKEN = "legacy-token"
 
 
-@dataclass(frozen=True, kw_only=True)
-class Reviewed:
-    """The answer, and what the server logs and counts about it (never tokens or env values)."""
+class Reviewed(NamedTuple):
+    """The answer, and what the server logs and counts about it (never tokens or env values).
+
+    A NamedTuple, not a frozen dataclass: as immutable, and built in a quarter of the time (a
+    frozen dataclass sets each field through ``object.__setattr__``), once per request.
+    """
 
     response: AdmissionReviewResponse
     outcome: Outcome
