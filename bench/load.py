@@ -1,10 +1,13 @@
 """Load benchmark: token-projector against the bare aiohttp TLS ceiling, in one invocation, with wrk.
 
-Each server runs pinned to CPU 0, wrk to CPU 1, over HTTPS keep-alive. Rounds alternate the two servers
-so that drift on a shared machine hits both alike; the table shows medians over the rounds and the
-ratio to the ceiling measured in this same run. Before any load, token-projector's answer to each
-payload is checked to be a correct patch, so a fast wrong answer is never measured.
-Usage: python bench/load.py [--seconds 5] [--rounds 3]
+Each server runs pinned to CPU 0, wrk to CPU 1, over HTTPS keep-alive. Rounds alternate the servers
+so that drift on a shared machine hits them alike; the table shows medians over the rounds, and each
+ratio is the median over the rounds of the ratio to the ceiling's run just before (drift between
+rounds cancels out of a ratio of neighbours, not out of a ratio of medians). A third server,
+token-projector with a fake review (bench/shell_only.py), shows how the cost above the ceiling splits
+between the server shell and the review. Before any load, token-projector's answer to each payload is
+checked to be a correct patch, so a fast wrong answer is never measured.
+Usage: python bench/load.py [--seconds 5] [--rounds 5]
 """
 
 import argparse
@@ -32,6 +35,8 @@ from webhook.certs import CERT_FILE, KEY_FILE, CertRequest, write_certs
 
 REPO = Path(__file__).parents[1]
 SERVER_CPU, LOAD_CPU = "0", "1"
+SHELL_ONLY = "shell only (fake review)"
+"""token-projector with a fake review (bench/shell_only.py): shows how the cost splits between shell and review."""
 
 
 @dataclass
@@ -62,6 +67,8 @@ def start_server(kind: str, port: int, *, certs: Path, log: Path) -> subprocess.
                    str(certs / KEY_FILE)]  # fmt: skip
     else:
         command = serve_command(certs, port=port, extra=("--drain-seconds", "0"))
+        if kind == SHELL_ONLY:
+            command = [sys.executable, str(REPO / "bench" / "shell_only.py"), *command[command.index("serve") + 1 :]]
     process = subprocess.Popen(
         _pinned(SERVER_CPU, command),
         stdout=subprocess.DEVNULL,
@@ -157,7 +164,7 @@ def rss_kib(process: subprocess.Popen[bytes]) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run (default 5)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per cell; the table shows medians (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per cell; the table shows medians (default 5)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is not installed: apt-get install wrk (make bench does it on Debian)")
@@ -166,11 +173,12 @@ def main() -> None:
     certs = work / "certs"
     write_certs(CertRequest(out_dir=certs, dns_names=("localhost",), ips=("127.0.0.1",)))
     payloads = {"small": body(SMALL), "large": body(LARGE)}
-    ports = {"ceiling": 18443, "token-projector": 18444}
+    ports = {"ceiling": 18443, "token-projector": 18444, SHELL_ONLY: 18445}
     servers = {kind: start_server(kind, port, certs=certs, log=work / f"{kind}.log") for kind, port in ports.items()}
     try:
-        check_answer(ports["token-projector"], SMALL, certs=certs)
-        check_answer(ports["token-projector"], LARGE, certs=certs)
+        for kind in ("token-projector", SHELL_ONLY):
+            check_answer(ports[kind], SMALL, certs=certs)
+            check_answer(ports[kind], LARGE, certs=certs)
         memory = {kind: [rss_kib(p)] for kind, p in servers.items()}
         cells: dict[tuple[str, str, int], list[Result]] = {}
         for _ in range(args.rounds):
@@ -189,7 +197,8 @@ def main() -> None:
     print(
         f"# token-projector load benchmark, {time.strftime('%Y-%m-%d')}, {platform.machine()}, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
-        f"server on CPU {SERVER_CPU}, wrk on CPU {LOAD_CPU}, {args.rounds} x {args.seconds}s per cell, medians"
+        f"server on CPU {SERVER_CPU}, wrk on CPU {LOAD_CPU}, {args.rounds} x {args.seconds}s per cell, medians, "
+        "ratios: median of each round's ratio to the ceiling"
     )
     print(
         f"# payloads: small {len(payloads['small']) / 1024:.1f} KiB (2 containers), "
@@ -205,8 +214,9 @@ def main() -> None:
                 runs = cells[(kind, size, connections)]
                 rps = statistics.median(r.requests_per_second for r in runs)
                 p99 = statistics.median(r.p99_ms for r in runs)
-                ratio = rps / statistics.median(r.requests_per_second for r in ceiling)
-                p99_ratio = p99 / statistics.median(r.p99_ms for r in ceiling)
+                pairs = list(zip(runs, ceiling, strict=True))
+                ratio = statistics.median(r.requests_per_second / c.requests_per_second for r, c in pairs)
+                p99_ratio = statistics.median(r.p99_ms / c.p99_ms for r, c in pairs)
                 print(
                     f"| {kind} | {size} | {connections} | {rps:,.0f} | "
                     f"{statistics.median(r.p50_ms for r in runs):.2f} | "

@@ -1,0 +1,34 @@
+"""token-projector's server as shipped, with the review replaced by a fake: for the load benchmark's breakdown.
+
+The fake decodes the body as the real review does, then returns the real answer computed once per
+body length (the benchmark's two bodies differ in length; hashing 12-60 KiB per request would be a
+cost the real server does not have), so the server sends the same bytes. Its throughput is what
+token-projector would reach if the review cost nothing: the gap from the ceiling to it is the server
+shell (checks, metrics, the log line, the larger answer), and the gap from it to token-projector is
+the review.
+Usage: python bench/shell_only.py SERVE-ARGUMENTS...
+"""
+
+import sys
+
+import orjson
+
+from webhook import server
+from webhook.cli import main
+from webhook.review import Reviewed, review_body
+from webhook.settings import Contract
+
+_answers: dict[int, Reviewed] = {}
+
+
+def fake_review_body(raw: bytes, contract: Contract) -> Reviewed:
+    orjson.loads(raw)
+    answer = _answers.get(len(raw))
+    if answer is None:
+        answer = _answers[len(raw)] = review_body(raw, contract)
+    return answer
+
+
+if __name__ == "__main__":
+    server.review_body = fake_review_body  # type: ignore[attr-defined]  # the fake replaces the server's import
+    sys.exit(main(["serve", *sys.argv[1:]]))
