@@ -52,17 +52,11 @@ def well_formed(pod: object) -> bool:
             for value in annotations.values():
                 if type(value) is not str:
                     return False
-        for key in _METADATA_STRINGS:
-            value = metadata.get(key)
-            if value is not None and type(value) is not str:
-                return False
-    spec = pod.get("spec")
-    if type(spec) is not dict:
-        return False
-    for key in _SPEC_STRINGS:
-        value = spec.get(key)
-        if value is not None and type(value) is not str:
+        if not _strings_where_set(metadata, _METADATA_STRINGS):
             return False
+    spec = pod.get("spec")
+    if type(spec) is not dict or not _strings_where_set(spec, _SPEC_STRINGS):
+        return False
     volumes = spec.get("volumes")
     if volumes is not None:
         if type(volumes) is not list:
@@ -89,6 +83,14 @@ def well_formed(pod: object) -> bool:
             env = c.get("env")
             if env is not None and type(env) is not list:
                 return False
+    return True
+
+
+def _strings_where_set(obj: dict[str, Any], keys: tuple[str, ...]) -> bool:
+    for key in keys:
+        value = obj.get(key)
+        if value is not None and type(value) is not str:
+            return False
     return True
 
 
