@@ -13,7 +13,7 @@ import sys
 import orjson
 from aiohttp import web
 
-from webhook.tls import load_context
+from webhook.server.tls import load_context
 
 FIXED = orjson.dumps(
     {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": "fixed", "allowed": True}}

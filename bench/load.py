@@ -31,7 +31,8 @@ from pathlib import Path
 import jsonpatch
 
 from bench.payloads import LARGE, SMALL, body
-from webhook.certs import CERT_FILE, KEY_FILE, CertRequest, write_certs
+from webhook.install.certs import CertRequest, write_certs
+from webhook.install.deployment import CERT_FILE, KEY_FILE
 
 REPO = Path(__file__).parents[1]
 SERVER_CPU, LOAD_CPU = "0", "1"

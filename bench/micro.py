@@ -22,9 +22,9 @@ import jsonpatch
 import orjson
 
 from bench.payloads import pod_review
-from webhook.document import absent_names
-from webhook.review import Reviewed, review
-from webhook.settings import Contract
+from webhook.core.contract import Contract
+from webhook.core.document import absent_names
+from webhook.core.review import Reviewed, review
 
 SIZES = (1, 10, 50, 200)
 COLUMNS = ("ours", "decode", "review", "make_patch")

@@ -36,7 +36,8 @@ from cryptography import x509
 
 from bench.load import Result, rss_kib, serve_command, wrk
 from bench.payloads import SMALL, body
-from webhook.certs import CA_FILE, CA_KEY_FILE, CERT_FILE, KEY_FILE, CertRequest, write_certs
+from webhook.install.certs import CertRequest, write_certs
+from webhook.install.deployment import CA_FILE, CA_KEY_FILE, CERT_FILE, KEY_FILE
 
 REPO = Path(__file__).parents[1]
 PORT, PROBE_PORT = 18543, 18580

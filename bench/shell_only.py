@@ -5,18 +5,21 @@ body length (the benchmark's two bodies differ in length; hashing 12-60 KiB per 
 cost the real server does not have), so the server sends the same bytes. Its throughput is what
 token-projector would reach if the review cost nothing: the gap from the ceiling to it is the server
 shell (checks, metrics, the log line, the larger answer), and the gap from it to token-projector is
-the review.
+the review. The fake goes in through the server's own seam (``serve(..., review=...)``).
 Usage: python bench/shell_only.py SERVE-ARGUMENTS...
 """
 
+import argparse
 import sys
 
 import orjson
 
-from webhook import server
-from webhook.cli import main
-from webhook.review import Reviewed, review_body
-from webhook.settings import Contract
+from webhook.cli.command import parser
+from webhook.cli.options import load
+from webhook.core.contract import Contract
+from webhook.core.review import Reviewed, review_body
+from webhook.server.app import serve
+from webhook.server.settings import ServerSettings
 
 _answers: dict[int, Reviewed] = {}
 
@@ -29,6 +32,11 @@ def fake_review_body(raw: bytes, contract: Contract) -> Reviewed:
     return answer
 
 
+def run_with_fake(args: argparse.Namespace) -> int:
+    serve(load(ServerSettings, args), load(Contract, args), review=fake_review_body)
+    return 0
+
+
 if __name__ == "__main__":
-    server.review_body = fake_review_body  # type: ignore[attr-defined]  # the fake replaces the server's import
-    sys.exit(main(["serve", *sys.argv[1:]]))
+    args = parser().parse_args(["serve", *sys.argv[1:]])
+    sys.exit(run_with_fake(args))

@@ -9,9 +9,9 @@ from typing import Any
 import jsonpatch
 import orjson
 
-from webhook.review import Reviewed, review, review_body
-from webhook.settings import Contract
-from webhook.wire import Json
+from webhook.core.contract import Contract
+from webhook.core.review import Reviewed, review, review_body
+from webhook.core.wire import Json
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DEFAULT = Contract()
@@ -145,3 +145,31 @@ def token_volume(audience: str = "data-store", expiration: int = 3600) -> Json:
 
 TOKEN_MOUNT = {"name": "audience-token", "mountPath": "/var/run/secrets/tokens", "readOnly": True}
 TOKEN_ENV = {"name": "SERVICE_ACCOUNT_TOKEN_PATH", "value": TOKEN_PATH}
+
+
+def paths_of(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every path into ``value`` (keys and indexes), ``()`` for the value itself: where hostile edits go."""
+    found = [prefix]
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else []
+    for key, child in children:
+        found += paths_of(child, (*prefix, key))
+    return found
+
+
+def nested_json(depth: int) -> bytes:
+    """``{"a":[{"a":[ ... 0 ... ]}]}``: a JSON value ``depth`` levels deep (an even number), built without recursion."""
+    return b'{"a":[' * (depth // 2) + b"0" + b"]}" * (depth // 2)
+
+
+ORJSON_MAX_DEPTH = 1024
+"""orjson refuses documents nested deeper than this; everything below it reaches the review."""
+
+
+def body_with_nested_value_at(path: tuple[Any, ...], depth: int) -> bytes:
+    """The annotated fixture with a value ``depth`` levels deep at ``path``, as bytes (never as a deep dict)."""
+    body = fixture("deployment-pod-annotated.json")
+    parent: Any = body
+    for key in path[:-1]:
+        parent = parent[key]
+    parent[path[-1]] = "__NESTED__"
+    return json.dumps(body).encode().replace(b'"__NESTED__"', nested_json(depth))

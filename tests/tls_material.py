@@ -4,7 +4,8 @@ import socket
 import ssl
 from pathlib import Path
 
-from webhook.certs import CA_FILE, CERT_FILE, KEY_FILE, CertRequest, write_certs
+from webhook.install.certs import CertRequest, write_certs
+from webhook.install.deployment import CA_FILE, CERT_FILE, KEY_FILE
 
 
 def make_certs(folder: Path) -> Path:

@@ -3,6 +3,7 @@
 import os
 import shutil
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -15,7 +16,11 @@ def require(name: str, *, hint: str) -> str:
     found = str(local) if local.exists() else shutil.which(name)
     if found:
         return found
-    message = f"{name} is not installed: {hint}"
+    return missing(f"{name} is not installed: {hint}")
+
+
+def missing(message: str) -> NoReturn:
+    """Skip the test for want of a prerequisite, or fail it under ``REQUIRE_TEST_TOOLS=1`` (CI)."""
     if os.environ.get("REQUIRE_TEST_TOOLS") == "1":
         pytest.fail(message)
     pytest.skip(message)

@@ -13,6 +13,9 @@
 
 The server maps ``RequestError`` to HTTP in one place (``RequestError.status``); everything
 else that escapes a handler is a bug, logged and answered as a plain 500 without details.
+
+A leaf module, imported by every layer and importing nothing of ours. The helpers that build
+messages from client values live beside the code that builds messages (``webhook.core.messages``).
 """
 
 from typing import ClassVar
@@ -58,21 +61,6 @@ class Denied(TokenProjectorError):
         self.message = message
         self.code = code
         self.reason = reason
-
-
-SHOWN_CHARACTERS = 100
-"""Client-supplied values are quoted in messages up to this length, so no body can flood a log line."""
-
-
-def shown(value: object) -> str:
-    """``value`` quoted for a message, cut to ``SHOWN_CHARACTERS``."""
-    text = repr(value)
-    return text if len(text) <= SHOWN_CHARACTERS else f"{text[:SHOWN_CHARACTERS]}... ({len(text)} characters)"
-
-
-def invalid(message: str) -> Denied:
-    """A denial for a Pod whose own fields (annotations, mounts, names) are unusable."""
-    return Denied(message, code=422, reason="Invalid")
 
 
 class CertificateError(TokenProjectorError):

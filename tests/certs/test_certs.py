@@ -11,9 +11,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from webhook.certs import CA_FILE, CA_KEY_FILE, CERT_FILE, KEY_FILE, CertRequest, ca_bundle, write_certs
 from webhook.cli import main
 from webhook.errors import ConfigError
+from webhook.install.certs import CertRequest, ca_bundle, write_certs
+from webhook.install.deployment import CA_FILE, CA_KEY_FILE, CERT_FILE, KEY_FILE
 
 REPO = Path(__file__).parents[2]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import FIXTURES, TOKEN_ENV, TOKEN_MOUNT, token_volume
+from tests.helpers import FIXTURES, TOKEN_ENV, TOKEN_MOUNT, body_with_nested_value_at, token_volume
 from webhook.cli import main
 
 ANNOTATED = str(FIXTURES / "deployment-pod-annotated.json")
@@ -97,3 +97,14 @@ def test_python_dash_m_webhook_reads_standard_input() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)[0]["path"] == "/spec/volumes/-"
+
+
+def test_a_deeply_nested_value_where_a_string_belongs_exits_2_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    review_file = tmp_path / "nested.json"
+    review_file.write_bytes(body_with_nested_value_at(("request", "operation"), 1000))
+    assert main(["review", str(review_file)]) == 2
+    err = capsys.readouterr().err
+    assert "request.operation must be a string, got an object" in err
+    assert "Traceback" not in err

@@ -3,9 +3,9 @@
 import pytest
 
 from tests.helpers import admission_review, annotated, denial, make_pod, patched, run
+from webhook.core.contract import Contract
+from webhook.core.review import review
 from webhook.errors import InvalidReview
-from webhook.review import review
-from webhook.settings import Contract
 
 
 @pytest.mark.parametrize("audience", ["", " ", "\t\n"])

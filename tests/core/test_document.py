@@ -6,10 +6,10 @@ import orjson
 import pytest
 
 from tests.helpers import admission_review, annotated, container, make_pod, ops_of
-from webhook.document import absent_names, decode
+from webhook.core.contract import Contract
+from webhook.core.document import absent_names, decode
+from webhook.core.review import review_body
 from webhook.errors import InvalidReview
-from webhook.review import review_body
-from webhook.settings import Contract
 
 NAME = "SERVICE_ACCOUNT_TOKEN_PATH"
 

@@ -13,8 +13,9 @@ from tests.helpers import (
     patched,
     run,
 )
-from webhook.settings import SERVICE_ACCOUNT_MOUNT_PATH, Contract
-from webhook.wire import Json
+from webhook.core.contract import Contract
+from webhook.core.kubernetes import SERVICE_ACCOUNT_MOUNT_PATH
+from webhook.core.wire import Json
 
 WARN = Contract(legacy_token_policy="warn")
 OFF = Contract(legacy_token_policy="off")

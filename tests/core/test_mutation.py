@@ -20,7 +20,7 @@ from tests.helpers import (
     run,
     token_volume,
 )
-from webhook.settings import Contract
+from webhook.core.contract import Contract
 
 
 def test_annotated_deployment_pod_gets_the_volume_and_every_container_the_mount_and_env_var() -> None:

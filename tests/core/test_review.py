@@ -5,10 +5,10 @@ from typing import Any
 import pytest
 
 from tests.helpers import admission_review, annotated, fixture, make_pod, ops_of, run
+from webhook.core.contract import Contract
+from webhook.core.review import review
+from webhook.core.wire import Json
 from webhook.errors import InvalidReview
-from webhook.review import review
-from webhook.settings import Contract
-from webhook.wire import Json
 
 ANNOTATED = make_pod(annotations=annotated())
 

@@ -5,8 +5,10 @@ from pathlib import Path
 import pytest
 
 from webhook.cli import main
+from webhook.cli.options import load, settings_table
+from webhook.core.contract import Contract
 from webhook.errors import ConfigError
-from webhook.settings import Contract, ServerSettings, load, settings_table
+from webhook.server.settings import ServerSettings
 
 README = Path(__file__).parents[2] / "README.md"
 
@@ -40,7 +42,7 @@ def test_the_environment_is_read_with_the_token_projector_prefix() -> None:
         ({"TOKEN_PROJECTOR_STRICT": "maybe"}, "--strict / TOKEN_PROJECTOR_STRICT"),
         ({"TOKEN_PROJECTOR_LEGACY_TOKEN_POLICY": "block"}, "one of deny, warn, off"),
         ({"TOKEN_PROJECTOR_DEFAULT_EXPIRATION_SECONDS": "60"}, "--default-expiration-seconds"),
-        ({"TOKEN_PROJECTOR_MAX_EXPIRATION_SECONDS": "lots"}, "must be a int"),
+        ({"TOKEN_PROJECTOR_MAX_EXPIRATION_SECONDS": "lots"}, "must be a whole number"),
         ({"TOKEN_PROJECTOR_VOLUME_NAME": "Audience_Token"}, "a DNS label"),
         ({"TOKEN_PROJECTOR_MOUNT_PATH": "relative/path"}, "an absolute path"),
         ({"TOKEN_PROJECTOR_ENV_VAR": "1TOKEN"}, "environment variable name"),
@@ -90,5 +92,5 @@ def test_the_readme_shows_the_settings_table_generated_from_the_code(
 ) -> None:
     assert settings_table(cls) in README.read_text(), (
         f"README.md's {cls.__name__} table is out of date; regenerate it with "
-        f"python -c 'from webhook.settings import *; print(settings_table({cls.__name__}))'"
+        f"python -c 'from webhook.cli.options import *; print(settings_table({cls.__name__}))'"
     )

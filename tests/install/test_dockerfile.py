@@ -129,7 +129,7 @@ def installed() -> Iterator[Path]:
 def test_the_install_step_gives_the_console_script_and_removes_pip(installed: Path) -> None:
     assert (installed / "bin" / "token-projector").exists()
     assert not (installed / "bin" / "pip").exists()
-    assert list(installed.rglob("webhook/__pycache__/review*.pyc")), "byte-code is compiled at build time"
+    assert list(installed.rglob("webhook/core/__pycache__/review*.pyc")), "byte-code is compiled at build time"
 
 
 def test_the_entrypoint_starts_and_becomes_ready_with_the_images_environment(installed: Path) -> None:

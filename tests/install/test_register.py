@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 
 from tests.tls_material import free_port, make_certs
-from webhook.certs import CA_FILE, CERT_FILE, KEY_FILE
 from webhook.cli import main
+from webhook.core.contract import Contract
 from webhook.errors import ConfigError
-from webhook.registration import check_url, is_up_to_date, read_ca_bundle, webhook_configuration
-from webhook.settings import Contract
+from webhook.install.deployment import CA_FILE, CERT_FILE, KEY_FILE
+from webhook.install.registration import check_url, is_up_to_date, read_ca_bundle, webhook_configuration
 
 
 def test_the_service_form_calls_the_in_cluster_service_with_our_ca() -> None:

@@ -10,7 +10,7 @@ import yaml
 
 from tests.tls_material import make_certs
 from tests.tools import REPO, require
-from webhook.wire import Json
+from webhook.core.wire import Json
 
 MANIFESTS = REPO / "manifests"
 Render = Callable[[str], list[Json]]

@@ -6,10 +6,12 @@ import kubernetes_validate
 import pytest
 
 from tests.manifests.conftest import MANIFESTS, Render, by_kind, source_documents, with_components
-from webhook.certs import NAMESPACE, SERVICE_NAME, CertRequest
-from webhook.registration import OPT_OUT_LABEL, WEBHOOK_NAME, webhook_configuration
-from webhook.settings import Contract, ServerSettings
-from webhook.wire import Json
+from webhook.core.contract import Contract
+from webhook.core.wire import Json
+from webhook.install.certs import CertRequest
+from webhook.install.deployment import NAMESPACE, OPT_OUT_LABEL, SERVICE_NAME, WEBHOOK_NAME
+from webhook.install.registration import webhook_configuration
+from webhook.server.settings import ServerSettings
 
 KUBERNETES_VERSION = "1.37.0"
 CERT_MANAGER_KINDS = {"Issuer", "Certificate"}

@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import admission_review, ops_of, run
-from webhook.settings import MIN_EXPIRATION_SECONDS, SERVICE_ACCOUNT_MOUNT_PATH, Contract
-from webhook.wire import Json
+from webhook.core.contract import Contract
+from webhook.core.kubernetes import MIN_EXPIRATION_SECONDS, SERVICE_ACCOUNT_MOUNT_PATH
+from webhook.core.wire import Json
 
 CONTRACT = Contract()
 MOUNT_PATH = CONTRACT.mount_path

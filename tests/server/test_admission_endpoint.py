@@ -11,8 +11,10 @@ import jsonpatch
 import pytest
 
 from tests.helpers import TOKEN_ENV, admission_review, annotated, container, fixture, make_pod
-from tests.server.conftest import Webhook
-from webhook.logs import JsonFormatter
+from tests.server.conftest import StartWebhook, Webhook
+from webhook.core.contract import Contract
+from webhook.core.review import Reviewed
+from webhook.server.logs import JsonFormatter
 
 ANNOTATED = fixture("deployment-pod-annotated.json")
 
@@ -102,12 +104,12 @@ async def test_a_wrong_method_or_path_is_not_a_server_error(webhook: Webhook) ->
 
 
 async def test_an_unexpected_failure_is_a_bare_500_without_details_and_is_logged(
-    webhook: Webhook, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    start_webhook: StartWebhook, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken_review(raw: bytes, contract: object) -> None:  # a fake, injected: the real review never raises this
+    def broken_review(raw: bytes, contract: Contract) -> Reviewed:  # a fake: the real review never raises this
         raise RuntimeError("internal detail that must not leak")
 
-    monkeypatch.setattr("webhook.server.review_body", broken_review)
+    webhook = await start_webhook(review=broken_review)
     async with await webhook.post(body_of(ANNOTATED)) as response:
         assert response.status == 500
         text = await response.text()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import fixture
+from tests.helpers import body_with_nested_value_at, fixture, paths_of
 from tests.server.conftest import Webhook
 
 BASE = fixture("deployment-pod-annotated.json")
@@ -47,15 +47,7 @@ CONTENT_TYPES = [
 ]
 
 
-def paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    found = [prefix]
-    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else []
-    for key, child in children:
-        found += paths(child, (*prefix, key))
-    return found
-
-
-PATHS = [p for p in paths(BASE) if p]
+PATHS = [p for p in paths_of(BASE) if p]
 
 
 def mutated(rng: random.Random) -> tuple[bytes, str]:
@@ -184,3 +176,21 @@ async def test_slow_and_idle_connections_do_not_delay_other_requests(webhook: We
 async def test_an_oversize_body_is_refused_without_reading_it_all(webhook: Webhook, body: bytes) -> None:
     async with await webhook.post(body) as response:
         assert response.status == 413
+
+
+async def test_values_nested_to_the_parsers_limit_at_every_position_get_no_5xx(webhook: Webhook) -> None:
+    rng = random.Random(SEED)  # noqa: S311 -- a reproducible fuzzer, not cryptography
+    bodies = [body_with_nested_value_at(path, depth=rng.choice([300, 600, 1000]) - 2 * len(path)) for path in PATHS]
+    # And at random places inside values the review does not read (where any value is acceptable).
+    for _ in range(50):
+        bodies.append(body_with_nested_value_at(rng.choice(PATHS), depth=2 * rng.randrange(1, 505)))
+    statuses: dict[int, int] = {}
+    for body in bodies:
+        async with await webhook.post(body) as response:
+            statuses[response.status] = statuses.get(response.status, 0) + 1
+            assert response.status < 500, (await response.text())[:300]
+    assert set(statuses) <= {200, 400, 413}, statuses
+    assert statuses.get(400, 0) > 20, statuses
+    async with await webhook.post(VALID) as response:
+        assert response.status == 200
+        assert "patch" in (await response.json())["response"]

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from webhook import logs
-from webhook.logs import FLUSH_SECONDS, JsonFormatter, JsonLines
+from webhook.server import logs
+from webhook.server.logs import FLUSH_SECONDS, JsonFormatter, JsonLines
 
 FIELDS = {"uid": "u-1", "namespace": "api", "pod": "app", "outcome": "mutated", "code": 200, "latency_ms": 0.5}
 

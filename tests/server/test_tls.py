@@ -15,9 +15,10 @@ from cryptography import x509
 from tests.helpers import fixture
 from tests.server.conftest import Webhook
 from tests.tls_material import cert_and_key, client_context
-from webhook.certs import CA_FILE, CA_KEY_FILE, CERT_FILE, KEY_FILE, CertRequest, write_certs
 from webhook.errors import CertificateError
-from webhook.tls import CertificateReloader
+from webhook.install.certs import CertRequest, write_certs
+from webhook.install.deployment import CA_FILE, CA_KEY_FILE, CERT_FILE, KEY_FILE
+from webhook.server.tls import CertificateReloader
 
 BODY = json.dumps(fixture("deployment-pod-annotated.json")).encode()
 
@@ -188,8 +189,8 @@ async def test_a_kubelet_style_symlink_swap_is_picked_up(certs: Path, tmp_path: 
     for name in (CERT_FILE, KEY_FILE):
         (mount / name).symlink_to(f"..data/{name}")
     reloader = CertificateReloader(*cert_and_key(mount))
-    assert reloader.check() is False
+    assert reloader.check() == "unchanged"
     (mount / "..data_tmp").symlink_to(second.name)
     os.replace(mount / "..data_tmp", mount / "..data")
-    assert reloader.check() is True
+    assert reloader.check() == "reloaded"
     assert reloader.status.not_after is not None

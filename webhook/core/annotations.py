@@ -7,14 +7,9 @@ reading it is an application developer looking at ``kubectl`` output, not at our
 import re
 from typing import NamedTuple
 
-from webhook.errors import invalid, shown
-from webhook.settings import (
-    AUDIENCE_KEY,
-    EXPIRATION_KEY,
-    MIN_EXPIRATION_SECONDS,
-    SKIP_CONTAINERS_KEY,
-    Contract,
-)
+from webhook.core.contract import AUDIENCE_KEY, EXPIRATION_KEY, SKIP_CONTAINERS_KEY, Contract
+from webhook.core.kubernetes import MIN_EXPIRATION_SECONDS
+from webhook.core.messages import invalid, shown
 
 _DIGITS = re.compile(r"[0-9]+")
 _MAX_DIGITS = 20

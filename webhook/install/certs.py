@@ -5,7 +5,6 @@ MutatingWebhookConfiguration's ``caBundle``. Its Go TLS client ignores the Commo
 accepts Subject Alternative Names, so every name the webhook is reached by is a SAN.
 """
 
-import argparse
 import base64
 import datetime
 import ipaddress
@@ -19,19 +18,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from webhook.errors import ConfigError
+from webhook.install.deployment import (
+    CA_FILE,
+    CA_KEY_FILE,
+    CA_VALIDITY_DAYS,
+    CERT_FILE,
+    KEY_FILE,
+    NAMESPACE,
+    SERVICE_NAME,
+    SERVING_VALIDITY_DAYS,
+)
 
-SERVICE_NAME = "token-projector"
-"""The webhook's Service, as in manifests/; the certificate's default DNS names derive from it."""
-NAMESPACE = "token-projector"
-"""The webhook's namespace, as in manifests/."""
-
-CA_FILE, CA_KEY_FILE, CERT_FILE, KEY_FILE = "ca.crt", "ca.key", "tls.crt", "tls.key"
-"""File names as a kubernetes.io/tls Secret names its keys, so the folder can feed one directly."""
-
-CA_VALIDITY_DAYS = 3650
-"""The CA is only a trust anchor for the caBundle; re-registering a new one is the costly step."""
-SERVING_VALIDITY_DAYS = 365
-"""A year: long enough not to surprise, short enough that a leaked key expires; rotate with cert-manager."""
 _CURVE = ec.SECP256R1()
 """ECDSA P-256: accepted by every Kubernetes TLS client, fast handshakes, 128-bit security."""
 _BACKDATE = datetime.timedelta(minutes=5)
@@ -51,42 +48,12 @@ class CertRequest:
         names = [self.service, f"{self.service}.{self.namespace}", f"{self.service}.{self.namespace}.svc"]
         return names + [name for name in self.dns_names if name not in names]
 
+    def files(self) -> list[Path]:
+        """The four files ``write_certs`` writes, in the order it names them."""
+        return [self.out_dir / name for name in (CA_FILE, CA_KEY_FILE, CERT_FILE, KEY_FILE)]
 
-def add_cert_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--out-dir", default="certs", help="folder to write ca.crt, ca.key, tls.crt, tls.key (default: certs)"
-    )
-    parser.add_argument("--service", default=SERVICE_NAME, help=f"Service name (default: {SERVICE_NAME})")
-    parser.add_argument("--namespace", default=NAMESPACE, help=f"Service namespace (default: {NAMESPACE})")
-    parser.add_argument("--dns-name", action="append", default=[], help="extra DNS SAN, e.g. localhost (repeatable)")
-    parser.add_argument("--ip", action="append", default=[], help="extra IP SAN, e.g. 127.0.0.1 (repeatable)")
-    parser.add_argument(
-        "--validity-days",
-        type=int,
-        default=SERVING_VALIDITY_DAYS,
-        help=f"serving certificate lifetime (default: {SERVING_VALIDITY_DAYS}; the CA gets {CA_VALIDITY_DAYS})",
-    )
-    parser.add_argument("--if-missing", action="store_true", help="do nothing when tls.crt and tls.key exist already")
-
-
-def run_certs(args: argparse.Namespace) -> int:
-    request = CertRequest(
-        out_dir=Path(args.out_dir),
-        service=args.service,
-        namespace=args.namespace,
-        dns_names=tuple(args.dns_name),
-        ips=tuple(args.ip),
-        validity_days=args.validity_days,
-    )
-    if args.if_missing and (request.out_dir / CERT_FILE).exists() and (request.out_dir / KEY_FILE).exists():
-        print(f"{request.out_dir}/{CERT_FILE} exists; kept it")
-        return 0
-    write_certs(request)
-    print(f"wrote {', '.join(str(request.out_dir / f) for f in (CA_FILE, CA_KEY_FILE, CERT_FILE, KEY_FILE))}")
-    print(f"SANs: {', '.join(request.all_dns_names() + list(request.ips))}")
-    print("caBundle (base64 of ca.crt):")
-    print(ca_bundle(request.out_dir / CA_FILE))
-    return 0
+    def serving_pair_exists(self) -> bool:
+        return (self.out_dir / CERT_FILE).exists() and (self.out_dir / KEY_FILE).exists()
 
 
 def write_certs(request: CertRequest, *, now: datetime.datetime | None = None) -> None:

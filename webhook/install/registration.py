@@ -6,7 +6,6 @@ alone, saying so, when it already matches. It is read and written as plain JSON,
 client's typed models, which would drop fields they do not know.
 """
 
-import argparse
 import base64
 import binascii
 import json
@@ -16,18 +15,18 @@ from urllib.parse import urlparse
 
 from cryptography import x509
 
-from webhook.certs import CA_FILE, NAMESPACE, SERVICE_NAME
+from webhook.core.contract import AUDIENCE_KEY, Contract
+from webhook.core.wire import Json
 from webhook.errors import ClusterError, ConfigError
-from webhook.settings import AUDIENCE_KEY, Contract, add_arguments, load
-from webhook.wire import Json
-
-CONFIGURATION_NAME = "token-projector"
-WEBHOOK_NAME = "audience-token.token-projector.io"
-OPT_OUT_LABEL = "token-projector.io/opt-out"
-"""A namespace labelled ``token-projector.io/opt-out: "true"`` is never sent to the webhook."""
-TIMEOUT_SECONDS = 5
-"""Well under the API server's default of 10: a review takes under a millisecond."""
-SERVICE_PORT = 443
+from webhook.install.deployment import (
+    CONFIGURATION_NAME,
+    NAMESPACE,
+    OPT_OUT_LABEL,
+    SERVICE_NAME,
+    SERVICE_PORT,
+    TIMEOUT_SECONDS,
+    WEBHOOK_NAME,
+)
 
 
 def webhook_configuration(
@@ -127,48 +126,16 @@ def is_up_to_date(existing: Any, desired: Any) -> bool:
     return bool(existing == desired)
 
 
-def add_register_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--ca-file", default=f"certs/{CA_FILE}", help="CA that signed the serving certificate (default: certs/ca.crt)"
-    )
-    parser.add_argument(
-        "--url", help="call the webhook at this https URL (a webhook outside the cluster) instead of the Service"
-    )
-    parser.add_argument("--service", default=SERVICE_NAME, help=f"the webhook's Service (default: {SERVICE_NAME})")
-    parser.add_argument("--namespace", default=NAMESPACE, help=f"the Service's namespace (default: {NAMESPACE})")
-    parser.add_argument(
-        "--name", default=CONFIGURATION_NAME, help=f"the configuration's name (default: {CONFIGURATION_NAME})"
-    )
-    parser.add_argument(
-        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config, else in-cluster)"
-    )
-    parser.add_argument("--context", help="kubeconfig context to use")
-    add_arguments(parser, Contract)
-
-
-def run_register(args: argparse.Namespace) -> int:
-    desired = webhook_configuration(
-        ca_bundle=read_ca_bundle(Path(args.ca_file)),
-        contract=load(Contract, args),
-        url=check_url(args.url) if args.url else None,
-        service=args.service,
-        namespace=args.namespace,
-        name=args.name,
-    )
-    action = apply_configuration(desired, kubeconfig=args.kubeconfig, context=args.context)
-    target = args.url or f"service {args.namespace}/{args.service}"
-    if action == "unchanged":
-        print(f"MutatingWebhookConfiguration {args.name} is already up to date (calls {target}); nothing changed")
-    else:
-        print(f"MutatingWebhookConfiguration {args.name} {action} (calls {target})")
-    return 0
-
-
 def apply_configuration(desired: Json, *, kubeconfig: str | None = None, context: str | None = None) -> str:
     """Create, replace or leave ``desired``; returns ``created``, ``updated`` or ``unchanged``."""
-    from kubernetes import client, config  # imported here: slow to import, and only this command needs it
-    from kubernetes.client.exceptions import ApiException
-    from urllib3.exceptions import HTTPError
+    try:  # imported here: slow to import, and only this command needs it (the `register` extra)
+        from kubernetes import client, config
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+    except ImportError:
+        raise ConfigError(
+            "token-projector register needs the Kubernetes client: pip install 'token-projector[register]'"
+        ) from None
 
     api_client = _api_client(config, client, kubeconfig=kubeconfig, context=context)
     host = api_client.configuration.host

@@ -1,4 +1,4 @@
-"""The HTTPS admission server: a thin aiohttp shell around :func:`webhook.review.review`.
+"""The HTTPS admission server: a thin aiohttp shell around :func:`webhook.core.review.review_body`.
 
 Two listeners: HTTPS for ``POST /mutate`` (and the probes, for clusters that probe over HTTPS), and
 an optional plain-HTTP port for ``/healthz``, ``/readyz`` and ``/metrics``, which never serves
@@ -15,7 +15,7 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,16 +23,20 @@ import orjson
 from aiohttp import hdrs, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from webhook import logs
+from webhook.core.contract import Contract
+from webhook.core.review import Reviewed, review_body
 from webhook.errors import PayloadTooLarge, RequestError, RequestTimeout, UnsupportedMediaType
-from webhook.metrics import Metrics
-from webhook.review import Reviewed, review_body
-from webhook.settings import Contract, ServerSettings
-from webhook.tls import CertificateReloader
+from webhook.server import logs
+from webhook.server.metrics import Metrics
+from webhook.server.settings import ServerSettings
+from webhook.server.tls import CertificateReloader
 
 log = logging.getLogger("token_projector.server")
 
 MUTATE_PATH = "/mutate"
+
+ReviewBody = Callable[[bytes, Contract], Reviewed]
+"""What answers a body: :func:`webhook.core.review.review_body`, or a benchmark's fake of it."""
 
 
 @dataclass
@@ -48,6 +52,7 @@ CONTRACT = web.AppKey("contract", Contract)
 METRICS = web.AppKey("metrics", Metrics)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 RELOADER = web.AppKey("reloader", CertificateReloader)
+REVIEW: web.AppKey[ReviewBody] = web.AppKey("review")
 
 
 def make_admission_app(
@@ -57,15 +62,17 @@ def make_admission_app(
     reloader: CertificateReloader,
     metrics: Metrics,
     lifecycle: Lifecycle,
+    review: ReviewBody = review_body,
 ) -> web.Application:
     # aiohttp enforces client_max_size while reading; we also check Content-Length up front.
     app = web.Application(client_max_size=settings.max_body_bytes)
-    app[SETTINGS], app[CONTRACT], app[METRICS], app[LIFECYCLE], app[RELOADER] = (
+    app[SETTINGS], app[CONTRACT], app[METRICS], app[LIFECYCLE], app[RELOADER], app[REVIEW] = (
         settings,
         contract,
         metrics,
         lifecycle,
         reloader,
+        review,
     )
     app.router.add_post(MUTATE_PATH, mutate)
     _add_probes(app)
@@ -104,7 +111,7 @@ async def mutate(request: web.Request) -> web.Response:
     outcome, code, reviewed, refusal = "error", 500, None, ""
     try:
         try:
-            reviewed = review_body(await _read_body(request, settings), app[CONTRACT])
+            reviewed = app[REVIEW](await _read_body(request, settings), app[CONTRACT])
         except RequestError as error:
             code, refusal = error.status, str(error)
             return _json_response({"error": refusal, "code": code}, status=code, lifecycle=lifecycle)
@@ -195,11 +202,11 @@ async def _watch_certificates(app: web.Application) -> AsyncIterator[None]:
     async def watch() -> None:
         while True:
             await asyncio.sleep(interval)
-            failures = reloader.status.failures
-            if reloader.check():
+            result = reloader.check()
+            if result == "reloaded":
                 metrics.certificate_reloads.labels("success").inc()
                 publish()
-            elif reloader.status.failures > failures:
+            elif result == "failed":
                 metrics.certificate_reloads.labels("failure").inc()
 
     publish()
@@ -209,7 +216,13 @@ async def _watch_certificates(app: web.Application) -> AsyncIterator[None]:
     await asyncio.gather(task, return_exceptions=True)
 
 
-async def run_server(settings: ServerSettings, contract: Contract, *, stop: asyncio.Event | None = None) -> None:
+async def run_server(
+    settings: ServerSettings,
+    contract: Contract,
+    *,
+    stop: asyncio.Event | None = None,
+    review: ReviewBody = review_body,
+) -> None:
     """Serve until ``stop`` is set (by SIGTERM or SIGINT when not given), then drain and return."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -217,7 +230,7 @@ async def run_server(settings: ServerSettings, contract: Contract, *, stop: asyn
         loop.add_signal_handler(signum, stop.set)
     reloader = CertificateReloader(settings.cert_file, settings.key_file)
     metrics, lifecycle = Metrics(), Lifecycle()
-    app = make_admission_app(settings, contract, reloader=reloader, metrics=metrics, lifecycle=lifecycle)
+    app = make_admission_app(settings, contract, reloader=reloader, metrics=metrics, lifecycle=lifecycle, review=review)
     runners = [web.AppRunner(app, **runner_options(settings))]
     await runners[0].setup()
     await web.TCPSite(runners[0], settings.address, settings.port, ssl_context=reloader.listening_context).start()
@@ -255,9 +268,10 @@ async def run_server(settings: ServerSettings, contract: Contract, *, stop: asyn
     log.info("stopped")
 
 
-def serve(settings: ServerSettings, contract: Contract) -> None:
+def serve(settings: ServerSettings, contract: Contract, *, review: ReviewBody = review_body) -> None:
+    """Serve with the process's logs configured, until SIGTERM or SIGINT."""
     logs.configure(settings.log_level)
     try:
-        asyncio.run(run_server(settings, contract))
+        asyncio.run(run_server(settings, contract, review=review))
     finally:
         logging.shutdown()  # writes the log lines still buffered

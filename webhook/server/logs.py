@@ -26,21 +26,26 @@ MAX_BUFFERED_BYTES = 64 * 1024
 Fields = dict[str, Any]
 
 
+def json_line(*, created: float, level: str, logger: str, msg: str, fields: Fields, exception: str = "") -> bytes:
+    """One log line, newline included: the one place that decides what a line holds and in what order."""
+    entry: Fields = {"time": _timestamp(created), "level": level, "logger": logger, "msg": msg, **fields}
+    if exception:
+        # Tracebacks are for operators' logs only, never for HTTP clients.
+        entry["exception"] = exception
+    return orjson.dumps(entry, default=str, option=orjson.OPT_APPEND_NEWLINE)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry: Fields = {
-            "time": _timestamp(record.created),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
         fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            entry.update(fields)
-        if record.exc_info:
-            # Tracebacks are for operators' logs only, never for HTTP clients.
-            entry["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+        return json_line(
+            created=record.created,
+            level=record.levelname.lower(),
+            logger=record.name,
+            msg=record.getMessage(),
+            fields=fields if isinstance(fields, dict) else {},
+            exception=self.formatException(record.exc_info) if record.exc_info else "",
+        ).decode()[:-1]
 
 
 class JsonLines(logging.Handler):
@@ -69,8 +74,7 @@ class JsonLines(logging.Handler):
 
     def write_info(self, logger: str, msg: str, fields: Fields) -> None:
         """The line ``logging`` would write for an INFO record with these fields, without the record."""
-        entry = {"time": _timestamp(time.time()), "level": "info", "logger": logger, "msg": msg, **fields}
-        line = orjson.dumps(entry, default=str, option=orjson.OPT_APPEND_NEWLINE)
+        line = json_line(created=time.time(), level="info", logger=logger, msg=msg, fields=fields)
         self.acquire()
         try:
             self._add(line, urgent=False)

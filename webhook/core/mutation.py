@@ -10,14 +10,12 @@ IfNeeded``) and a second look at an already-patched Pod yield nothing.
 
 from dataclasses import dataclass, field
 
-from webhook.annotations import TokenSpec
-from webhook.errors import invalid, shown
-from webhook.pod import containers_of, volumes_of
-from webhook.settings import SKIP_CONTAINERS_KEY, Contract
-from webhook.wire import AddOp, Json
-
-_API_DEFAULT_EXPIRATION_SECONDS = 3600
-"""What the API server defaults a projection's missing expirationSeconds to."""
+from webhook.core.annotations import TokenSpec
+from webhook.core.contract import SKIP_CONTAINERS_KEY, Contract
+from webhook.core.kubernetes import DEFAULT_EXPIRATION_SECONDS
+from webhook.core.messages import invalid, shown
+from webhook.core.pod import containers_of, token_sources, volumes_of
+from webhook.core.wire import AddOp, Json
 
 
 @dataclass(slots=True, kw_only=True)
@@ -128,27 +126,21 @@ def _is_token_volume(volume: Json, spec: TokenSpec, *, contract: Contract) -> bo
     sources = projected.get("sources")
     if not isinstance(sources, list) or len(sources) != 1 or not isinstance(sources[0], dict):
         return False
-    token = sources[0].get("serviceAccountToken")
+    tokens = token_sources(volume)
     return (
         set(sources[0]) == {"serviceAccountToken"}
-        and isinstance(token, dict)
-        and token.get("audience") == spec.audience
-        and token.get("path") == contract.token_file
-        and token.get("expirationSeconds", _API_DEFAULT_EXPIRATION_SECONDS) == spec.expiration_seconds
+        and len(tokens) == 1
+        and tokens[0].get("audience") == spec.audience
+        and tokens[0].get("path") == contract.token_file
+        and tokens[0].get("expirationSeconds", DEFAULT_EXPIRATION_SECONDS) == spec.expiration_seconds
     )
 
 
 def _describe_volume(volume: Json) -> str:
     kinds = sorted(key for key in volume if key != "name")
-    projected = volume.get("projected")
-    if kinds == ["projected"] and isinstance(projected, dict):
-        audiences = [
-            (source.get("serviceAccountToken") or {}).get("audience")
-            for source in projected.get("sources") or ()
-            if isinstance(source, dict) and isinstance(source.get("serviceAccountToken"), dict)
-        ]
-        if audiences:
-            return "a projected token volume for audience " + ", ".join(repr(a or "") for a in audiences)
+    audiences = [token.get("audience") for token in token_sources(volume)]
+    if kinds == ["projected"] and audiences:
+        return "a projected token volume for audience " + ", ".join(repr(a or "") for a in audiences)
     return f"a {' / '.join(kinds) or 'empty'} volume"
 
 

@@ -14,6 +14,7 @@ import os
 import ssl
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 from cryptography import x509
 
@@ -27,6 +28,8 @@ TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20"
 """TLS 1.2 suites: AEAD only, forward secrecy only. (Every TLS 1.3 suite is already AEAD.)"""
 
 _Stamp = tuple[tuple[int, int, int, int], ...]
+ReloadResult = Literal["unchanged", "reloaded", "failed"]
+"""What one ``CertificateReloader.check`` did: the metrics count reloads and failures from it."""
 
 
 def hardened_context() -> ssl.SSLContext:
@@ -84,11 +87,12 @@ class CertificateReloader:
     def _select(self, connection: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext) -> None:
         connection.context = self._current
 
-    def check(self) -> bool:
-        """Reload if the files changed; True when a new pair was swapped in."""
+    def check(self) -> ReloadResult:
+        """Reload if the files changed: ``reloaded`` when a new pair was swapped in, ``failed`` when
+        the changed files are not a usable pair (the old one keeps serving), else ``unchanged``."""
         stamp = self._read_stamp()
         if stamp == self._stamp or stamp == self._failed_stamp:
-            return False
+            return "unchanged"
         try:
             context, not_after = load_context(self.cert_file, self.key_file)
         except CertificateError as error:
@@ -99,12 +103,12 @@ class CertificateReloader:
                 "certificate reload failed; still serving the previous certificate",
                 extra={"fields": {"error": str(error)}},
             )
-            return False
+            return "failed"
         self._current, self._stamp, self._failed_stamp = context, stamp, None
         self.status.reloads += 1
         self.status.not_after = not_after
         log.info("certificate reloaded", extra={"fields": {"not_after": not_after.isoformat()}})
-        return True
+        return "reloaded"
 
     def _read_stamp(self) -> _Stamp:
         stamps = []

@@ -11,14 +11,15 @@ from typing import Any, NamedTuple, cast
 
 import orjson
 
-from webhook.annotations import read_token_spec, unknown_annotations
-from webhook.document import absent_names, decode
-from webhook.errors import Denied, InvalidReview, shown
-from webhook.legacy import apply_policy
-from webhook.mutation import plan_injection
-from webhook.pod import annotations_of, check_shape, display_name
-from webhook.settings import MIRROR_POD_ANNOTATION, Contract
-from webhook.wire import (
+from webhook.core.annotations import read_token_spec, unknown_annotations
+from webhook.core.contract import Contract
+from webhook.core.document import absent_names, decode
+from webhook.core.kubernetes import MIRROR_POD_ANNOTATION
+from webhook.core.legacy import apply_policy
+from webhook.core.messages import kind_of, shown
+from webhook.core.mutation import plan_injection
+from webhook.core.pod import annotations_of, check_shape, display_name
+from webhook.core.wire import (
     ADMISSION_API_VERSIONS,
     AdmissionApiVersion,
     AdmissionResponse,
@@ -26,6 +27,7 @@ from webhook.wire import (
     Json,
     Outcome,
 )
+from webhook.errors import Denied, InvalidReview
 
 AUDIT_INJECTED = "injected"
 """Audit annotation key; the API server prefixes it with the webhook's name."""
@@ -55,16 +57,16 @@ def review_body(raw: bytes, contract: Contract) -> Reviewed:
 def review(body: object, contract: Contract, *, absent: frozenset[str] = frozenset()) -> Reviewed:
     """Answer one decoded AdmissionReview; raises ``InvalidReview`` when ``body`` is not one.
 
-    ``absent`` holds names known to occur nowhere in ``body`` (see ``webhook.document``), which
+    ``absent`` holds names known to occur nowhere in ``body`` (see ``webhook.core.document``), which
     the review then need not look for; the answer is the same with or without it.
     """
     api_version, request = _envelope(body)
     uid = request["uid"]
-    operation = str(request.get("operation") or "")
-    namespace = str(request.get("namespace") or "")
+    operation = request.get("operation") or ""
+    namespace = request.get("namespace") or ""
+    pod_name = request.get("name") or ""
     response: AdmissionResponse = {"uid": uid, "allowed": True}
     outcome: Outcome = "unchanged"
-    pod_name = str(request.get("name") or "")
 
     if _is_pod_create(request):
         pod = check_shape(request.get("object"))
@@ -72,7 +74,7 @@ def review(body: object, contract: Contract, *, absent: frozenset[str] = frozens
         annotations = annotations_of(pod)
         if MIRROR_POD_ANNOTATION not in annotations:
             try:
-                outcome = _mutate(pod, annotations, response=response, contract=contract, absent=absent)
+                outcome, response = _mutate(pod, annotations, uid=uid, contract=contract, absent=absent)
             except Denied as denial:
                 response = {
                     "uid": uid,
@@ -100,10 +102,12 @@ def _mutate(
     pod: Json,
     annotations: dict[str, str],
     *,
-    response: AdmissionResponse,
+    uid: str,
     contract: Contract,
     absent: frozenset[str],
-) -> Outcome:
+) -> tuple[Outcome, AdmissionResponse]:
+    """The outcome and the allowing response for an admissible Pod; raises ``Denied`` otherwise."""
+    response: AdmissionResponse = {"uid": uid, "allowed": True}
     spec = read_token_spec(annotations, contract)
     warnings = [
         f"annotation {key} is not one token-projector knows and was ignored"
@@ -127,7 +131,7 @@ def _mutate(
             outcome = "mutated"
     if warnings:
         response["warnings"] = warnings
-    return outcome
+    return outcome, response
 
 
 def _envelope(body: object) -> tuple[AdmissionApiVersion, dict[str, Any]]:
@@ -144,14 +148,47 @@ def _envelope(body: object) -> tuple[AdmissionApiVersion, dict[str, Any]]:
     uid = request.get("uid")
     if not isinstance(uid, str) or not uid:
         raise InvalidReview("request.uid must be a non-empty string")
+    _check_request_fields(request)
     return cast(AdmissionApiVersion, api_version), request
 
 
+_REQUEST_STRINGS = ("operation", "namespace", "name", "subResource")
+_REQUEST_OBJECTS = {"resource": ("group", "version", "resource"), "kind": ("group", "version", "kind")}
+"""The request's GroupVersionResource and GroupVersionKind, each with every part a string (``""`` for core)."""
+
+
+def _check_request_fields(request: dict[str, Any]) -> None:
+    """Type-check the request fields the review reads, so none is ever coerced or misread.
+
+    A wrong type is the client's mistake, said as such (HTTP 400 naming the field): a value that is
+    not a string where a string belongs must never be stringified, nor quietly taken for "not a
+    Pod CREATE" and allowed. Absent fields stay absent (the API server always sends them), but an
+    object it sends is whole: a resource without its ``resource`` part cannot be told from a Pod.
+    """
+    for key in _REQUEST_STRINGS:
+        value = request.get(key)
+        if value is not None and type(value) is not str:
+            raise InvalidReview(f"request.{key} must be a string, got {kind_of(value)}")
+    for key, parts in _REQUEST_OBJECTS.items():
+        value = request.get(key)
+        if value is None:
+            continue
+        if type(value) is not dict:
+            raise InvalidReview(f"request.{key} must be an object, got {kind_of(value)}")
+        for part in parts:
+            inner = value.get(part)
+            if type(inner) is not str:
+                raise InvalidReview(f"request.{key}.{part} must be a string, got {kind_of(inner)}")
+    dry_run = request.get("dryRun")
+    if dry_run is not None and type(dry_run) is not bool:
+        raise InvalidReview(f"request.dryRun must be a boolean, got {kind_of(dry_run)}")
+
+
 def _is_pod_create(request: dict[str, Any]) -> bool:
-    resource = request.get("resource")
+    resource = request.get("resource")  # an object or None: checked by _check_request_fields
     return (
         request.get("operation") == "CREATE"
-        and isinstance(resource, dict)
+        and resource is not None
         and resource.get("group") == ""
         and resource.get("resource") == "pods"
         and not request.get("subResource")

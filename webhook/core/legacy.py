@@ -11,10 +11,11 @@ that asked for an audience token, since they need no Kubernetes API credential.
 import re
 from dataclasses import dataclass
 
+from webhook.core.contract import AUDIENCE_KEY, Contract
+from webhook.core.kubernetes import SERVICE_ACCOUNT_MOUNT_PATH
+from webhook.core.pod import containers_of, same_path, service_account_of, token_sources, volumes_of
+from webhook.core.wire import Json
 from webhook.errors import Denied
-from webhook.pod import containers_of, same_path, service_account_of, volumes_of
-from webhook.settings import SERVICE_ACCOUNT_MOUNT_PATH, Contract
-from webhook.wire import Json
 
 _TOKEN_SECRET_SUFFIX = re.compile(r"-token-[a-z0-9]{5}")
 """The token controller named Secrets <serviceaccount>-token-<5 random characters>."""
@@ -57,17 +58,12 @@ def find_legacy_tokens(pod: Json) -> list[LegacyToken]:
 
 def find_api_token_volumes(pod: Json) -> list[str]:
     """Volumes that give the Pod a Kubernetes API credential (kube-api-access-* and the like)."""
-    names = []
-    for volume in volumes_of(pod):
-        projected = volume.get("projected")
-        sources = projected.get("sources") if isinstance(projected, dict) else None
-        for source in sources if isinstance(sources, list) else ():
-            token = source.get("serviceAccountToken") if isinstance(source, dict) else None
-            # No audience means the API server's own audiences: an API credential.
-            if isinstance(token, dict) and not token.get("audience"):
-                names.append(volume["name"])
-                break
-    return names
+    # No audience means the API server's own audiences: an API credential.
+    return [
+        volume["name"]
+        for volume in volumes_of(pod)
+        if any(not token.get("audience") for token in token_sources(volume))
+    ]
 
 
 def apply_policy(pod: Json, *, audience: str | None, contract: Contract) -> list[str]:
@@ -116,7 +112,7 @@ def _legacy_message(legacy: list[LegacyToken], *, audience: str | None, contract
     instead = (
         f" Once fixed, the Pod gets its {audience!r} token at {contract.token_path}."
         if audience is not None
-        else f" For service-to-service calls, annotate the Pod with {contract.annotation('audience')}: <audience>."
+        else f" For service-to-service calls, annotate the Pod with {contract.annotation(AUDIENCE_KEY)}: <audience>."
     )
     return (
         f"Pod uses a legacy service account token: {'; '.join(described)}. Legacy tokens never expire "

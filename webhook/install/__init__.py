@@ -1,0 +1,1 @@
+"""Install-time tooling: development certificates, and registering the webhook with a cluster."""
