@@ -6,6 +6,15 @@ STAMP  := $(VENV)/.installed
 # Go-built tools for the tests (kustomize renders manifests/); skipped when the machine has no Go.
 TOOLS  := .tools/bin
 KUSTOMIZE_VERSION := v5.8.2
+HELM_VERSION := v4.3.2
+# promtool: the Prometheus Go module's version of Prometheus 3.16.0
+PROMETHEUS_VERSION := v0.316.0
+# CRDs the e2e tests install to dry-run the chart's cert-manager and Prometheus Operator objects
+PROMETHEUS_OPERATOR_VERSION := v0.85.0
+CERT_MANAGER_VERSION := v1.21.2
+CRDS := .tools/crds
+CRDS_STAMP := $(CRDS)/.$(PROMETHEUS_OPERATOR_VERSION)-$(CERT_MANAGER_VERSION)
+GO_MODULE_DIR = $$(go mod download -json $(1) | $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
 GO     := $(shell command -v go)
 
 .PHONY: help install tools test lint format run certs e2e-deps e2e bench-deps bench reliability clean
@@ -24,7 +33,23 @@ install: $(STAMP) ## create .venv with the package and its test tools
 $(TOOLS)/kustomize:
 	GOBIN=$(abspath $(TOOLS)) GOFLAGS=-mod=mod go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
 
-tools: $(TOOLS)/kustomize ## build kustomize (needs Go) for the manifest tests
+$(TOOLS)/helm:
+	GOBIN=$(abspath $(TOOLS)) GOFLAGS=-mod=mod go install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+
+$(TOOLS)/promtool:
+	GOBIN=$(abspath $(TOOLS)) GOFLAGS=-mod=mod go install github.com/prometheus/prometheus/cmd/promtool@$(PROMETHEUS_VERSION)
+
+$(CRDS_STAMP):
+	rm -rf $(CRDS) && mkdir -p $(CRDS)
+	dir=$(call GO_MODULE_DIR,github.com/prometheus-operator/prometheus-operator@$(PROMETHEUS_OPERATOR_VERSION)) \
+	  && cp $$dir/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml \
+	        $$dir/example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml $(CRDS)/
+	dir=$(call GO_MODULE_DIR,github.com/cert-manager/cert-manager@$(CERT_MANAGER_VERSION)) \
+	  && cp $$dir/deploy/crds/cert-manager.io_certificates.yaml $$dir/deploy/crds/cert-manager.io_issuers.yaml $(CRDS)/
+	chmod 0644 $(CRDS)/*.yaml
+	touch $@
+
+tools: $(TOOLS)/kustomize $(TOOLS)/helm $(TOOLS)/promtool $(CRDS_STAMP) ## build kustomize, helm, promtool (Go) and fetch the CRDs the tests install
 
 test: $(STAMP) $(if $(GO),tools) ## run the whole test suite (e2e too, once `make e2e-deps` has built it)
 	$(BIN)/pytest
