@@ -17,7 +17,7 @@ CRDS_STAMP := $(CRDS)/.$(PROMETHEUS_OPERATOR_VERSION)-$(CERT_MANAGER_VERSION)
 GO_MODULE_DIR = $$(go mod download -json $(1) | $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
 GO     := $(shell command -v go)
 
-.PHONY: help install tools test lint format run certs e2e-deps e2e bench-deps bench reliability clean
+.PHONY: help install tools test lint format run certs e2e-deps e2e image-deps bench-deps bench reliability clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -59,6 +59,14 @@ e2e-deps: ## build etcd, kube-apiserver and kubectl for the e2e tests (Go; cache
 
 e2e: $(STAMP) tools e2e-deps ## only the end-to-end tests against a real kube-apiserver
 	$(BIN)/pytest tests/e2e
+
+IMAGE_DEBS := python3.11-venv util-linux mount iproute2
+image-deps: # Debian's python3.11 + venv (the image test's stand-in for the base image's Python), unshare, setpriv, ip
+	@( /usr/bin/python3.11 -c 'import ensurepip, venv' && for tool in unshare setpriv mount ip; do \
+	     command -v $$tool || exit 1; done ) >/dev/null 2>&1 \
+	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && { apt-get install -y -qq --no-upgrade $(IMAGE_DEBS) || { apt-get update -qq && apt-get install -y -qq --no-upgrade $(IMAGE_DEBS); }; }; } \
+	  || { echo "the image test needs: apt-get install $(IMAGE_DEBS)" >&2; exit 2; }
 
 bench-deps: # wrk, the load generator, from Debian's packages
 	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
