@@ -80,7 +80,7 @@ def test_json_that_is_not_an_admission_review_exits_2_with_the_reason(
     bad = tmp_path / "pod.json"
     bad.write_text('{"kind": "Pod"}')
     assert main(["review", str(bad)]) == 2
-    assert "kind must be AdmissionReview" in capsys.readouterr().err
+    assert f"{bad}: document 1 (line 1): spec must be an object, got null" in capsys.readouterr().err
 
 
 def test_a_missing_file_exits_2_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,11 +5,11 @@ import sys
 from collections.abc import Sequence
 
 from webhook import __version__
-from webhook.cli import certs, register, review, serve
+from webhook.cli import audit, certs, register, review, serve, token
 from webhook.cli.exits import EXIT_USAGE
 from webhook.errors import ConfigError, TokenProjectorError
 
-COMMANDS = (review, serve, certs, register)
+COMMANDS = (review, serve, certs, register, token, audit)
 """In the order ``--help`` lists them."""
 
 

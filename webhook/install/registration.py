@@ -7,7 +7,6 @@ client's typed models, which would drop fields they do not know.
 """
 
 import base64
-import binascii
 import json
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from webhook.install.deployment import (
     TIMEOUT_SECONDS,
     WEBHOOK_NAME,
 )
+from webhook.install.kubeclient import connect
 
 
 def webhook_configuration(
@@ -128,19 +128,11 @@ def is_up_to_date(existing: Any, desired: Any) -> bool:
 
 def apply_configuration(desired: Json, *, kubeconfig: str | None = None, context: str | None = None) -> str:
     """Create, replace or leave ``desired``; returns ``created``, ``updated`` or ``unchanged``."""
-    try:  # imported here: slow to import, and only this command needs it (the `register` extra)
-        from kubernetes import client, config
-        from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError
-    except ImportError:
-        raise ConfigError(
-            "token-projector register needs the Kubernetes client: pip install 'token-projector[register]'"
-        ) from None
-
-    api_client = _api_client(config, client, kubeconfig=kubeconfig, context=context)
-    host = api_client.configuration.host
+    kube = connect(kubeconfig=kubeconfig, context=context, command="register", extra="register")
+    ApiException = kube.api_exception  # noqa: N806 -- the client's exception class, named as it names it
+    host = kube.api_client.configuration.host
     # Any: we hand the client plain dicts and read raw JSON on purpose, bypassing its typed models.
-    api: Any = client.AdmissionregistrationV1Api(api_client)
+    api: Any = kube.client.AdmissionregistrationV1Api(kube.api_client)
     name = desired["metadata"]["name"]
     timeout = 15
     try:
@@ -148,7 +140,7 @@ def apply_configuration(desired: Json, *, kubeconfig: str | None = None, context
             raw = api.read_mutating_webhook_configuration(name, _preload_content=False, _request_timeout=timeout)
             existing: Json = json.loads(raw.data)
         except ApiException as error:
-            if error.status != 404:
+            if getattr(error, "status", None) != 404:
                 raise
             api.create_mutating_webhook_configuration(desired, _preload_content=False, _request_timeout=timeout)
             return "created"
@@ -162,26 +154,11 @@ def apply_configuration(desired: Json, *, kubeconfig: str | None = None, context
         return "updated"
     except ApiException as error:
         raise ClusterError(_explain(error, host=host, name=name)) from None
-    except (HTTPError, OSError) as error:
+    except kube.transport_errors as error:
         cause = getattr(error, "reason", None) or error  # urllib3 wraps the socket error in MaxRetryError
         raise ClusterError(f"cannot reach the Kubernetes API at {host}: {cause}") from None
     finally:
-        api_client.close()
-
-
-def _api_client(config: Any, client: Any, *, kubeconfig: str | None, context: str | None) -> Any:
-    try:
-        configuration = client.Configuration()
-        try:
-            config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=configuration)
-        except config.ConfigException:
-            if kubeconfig or context:
-                raise
-            config.load_incluster_config(client_configuration=configuration)
-    except (config.ConfigException, OSError, binascii.Error) as error:
-        raise ClusterError(f"no usable Kubernetes configuration: {error}") from None
-    configuration.retries = 0  # one clear error now beats a silent minute of retries
-    return client.ApiClient(configuration)
+        kube.api_client.close()
 
 
 def _explain(error: Any, *, host: str, name: str) -> str:
