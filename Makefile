@@ -76,6 +76,7 @@ bench-deps: # wrk, the load generator, from Debian's packages
 bench: $(STAMP) bench-deps ## microbenchmark of review() and load benchmark against the aiohttp ceiling
 	$(BIN)/python -m bench.micro
 	$(BIN)/python -m bench.load
+	$(BIN)/python -m bench.verify
 
 reliability: $(STAMP) bench-deps ## faults under load: certificate rotation, SIGTERM, a sustained run
 	$(BIN)/python -m bench.reliability

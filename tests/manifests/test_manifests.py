@@ -20,7 +20,7 @@ CRD_API_VERSIONS = {
     "ServiceMonitor": "monitoring.coreos.com/v1",
     "PrometheusRule": "monitoring.coreos.com/v1",
 }
-"""Kinds from CRDs, not in the Kubernetes schema: tests/e2e/test_chart_dry_run.py dry-runs them against the real CRDs."""
+"""Kinds from CRDs, not in the Kubernetes schema: tests/e2e/test_chart_dry_run.py dry-runs them against their CRDs."""
 OVERLAYS = ["overlays/cert-manager", "overlays/self-managed"]
 
 

@@ -1,0 +1,352 @@
+"""The verifier's own way to the Kubernetes API: its credentials, and one aiohttp connection pool.
+
+A TokenReviewer needs exactly one API call, ``POST /apis/authentication.k8s.io/v1/tokenreviews``, so it
+speaks HTTP to the API server itself rather than pull in a generated client. Credentials come from the
+Pod it runs in (the default: its service account token, re-read as the kubelet rotates it, the cluster
+CA, ``KUBERNETES_SERVICE_HOST/PORT``) or, for development and tests, from a kubeconfig with a token or a
+client certificate. Every failure to get an answer is a ``ReviewUnavailable`` that names the server and
+what went wrong; none carries the request, whose headers hold the verifier's own token.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import ssl
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from audience_token.errors import ConfigError, ReviewUnavailable
+
+log = logging.getLogger("audience_token")
+
+SERVICE_ACCOUNT_DIR: Final = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+IN_CLUSTER_TOKEN: Final = SERVICE_ACCOUNT_DIR / "token"
+IN_CLUSTER_CA: Final = SERVICE_ACCOUNT_DIR / "ca.crt"
+TOKEN_REREAD_SECONDS: Final = 60.0
+"""client-go re-reads its token file every minute; the kubelet rotates at 80% of the token's life."""
+MAX_ANSWER_BYTES: Final = 1024 * 1024
+_LOOPBACK: Final = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Where the API server is and how the verifier proves who it is. Secrets are left out of ``repr``."""
+
+    server: str
+    source: str
+    """Where these came from, for messages: ``in-cluster`` or ``kubeconfig PATH (user NAME)``."""
+    ca_file: str | None = None
+    ca_data: str | None = field(default=None, repr=False)
+    tls_server_name: str | None = None
+    token: str | None = field(default=None, repr=False)
+    token_file: str | None = None
+    client_cert_file: str | None = None
+    client_key_file: str | None = None
+    client_cert_data: bytes | None = field(default=None, repr=False)
+    client_key_data: bytes | None = field(default=None, repr=False)
+
+    @classmethod
+    def in_cluster(
+        cls,
+        *,
+        environ: Mapping[str, str] | None = None,
+        token_file: str | Path = IN_CLUSTER_TOKEN,
+        ca_file: str | Path = IN_CLUSTER_CA,
+    ) -> Credentials:
+        """The Pod's own service account, as client-go's ``InClusterConfig`` finds it (``environ``: os.environ)."""
+        env = os.environ if environ is None else environ
+        host, port = env.get("KUBERNETES_SERVICE_HOST", ""), env.get("KUBERNETES_SERVICE_PORT", "")
+        if not host or not port:
+            raise ConfigError(
+                "not running in a Kubernetes Pod: KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are unset; "
+                "pass kubeconfig=PATH (or credentials=...) to use a kubeconfig during development"
+            )
+        for what, path in (("token", token_file), ("CA certificate", ca_file)):
+            if not Path(path).is_file():
+                raise ConfigError(
+                    f"the Pod's service account {what} {str(path)!r} is missing: is automountServiceAccountToken "
+                    "disabled for this Pod or its ServiceAccount? The reviewer needs its own token"
+                )
+        server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+        return cls(server=server, source="in-cluster", ca_file=str(ca_file), token_file=str(token_file))
+
+    @classmethod
+    def from_kubeconfig(cls, path: str | Path, *, context: str | None = None) -> Credentials:
+        """The cluster and user of ``context`` (default: current-context) in a JSON or YAML kubeconfig."""
+        return _from_kubeconfig(Path(path), context=context)
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """A client TLS context trusting only the cluster CA (or the system roots if none is given)."""
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file, cadata=self.ca_data)
+        except (OSError, ssl.SSLError) as error:
+            raise ConfigError(f"the cluster CA of {self.source} cannot be loaded: {error}") from None
+        if self.client_cert_file or self.client_cert_data:
+            _load_client_certificate(context, self)
+        return context
+
+
+def _load_client_certificate(context: ssl.SSLContext, credentials: Credentials) -> None:
+    # ssl can only load a certificate chain from files: data from a kubeconfig goes through a private
+    # directory that exists only while it is loaded.
+    with tempfile.TemporaryDirectory(prefix="audience-token-") as folder:
+        cert, key = credentials.client_cert_file, credentials.client_key_file
+        if credentials.client_cert_data is not None:
+            cert = os.path.join(folder, "client.crt")
+            Path(cert).write_bytes(credentials.client_cert_data)
+        if credentials.client_key_data is not None:
+            key = os.path.join(folder, "client.key")
+            descriptor = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "wb") as handle:
+                handle.write(credentials.client_key_data)
+        try:
+            context.load_cert_chain(str(cert), str(key) if key else None)
+        except (OSError, ssl.SSLError) as error:
+            raise ConfigError(f"the client certificate of {credentials.source} cannot be loaded: {error}") from None
+
+
+class BearerToken:
+    """The verifier's own token: fixed, or read from a file again when it changes and every minute."""
+
+    def __init__(self, *, token: str | None = None, path: str | None = None) -> None:
+        self._fixed = token
+        self._path = path
+        self._current: str | None = None
+        self._read_at = 0.0
+        self._stat: tuple[int, int, int] | None = None
+        self._warned = False
+
+    def invalidate(self) -> None:
+        """Read the file again on next use (after the API server said 401)."""
+        self._read_at = 0.0
+
+    def get(self) -> str | None:
+        if self._path is None:
+            return self._fixed
+        now = time.monotonic()
+        try:
+            info = os.stat(self._path)
+            stat = (info.st_ino, info.st_mtime_ns, info.st_size)
+            if self._current is None or stat != self._stat or now - self._read_at >= TOKEN_REREAD_SECONDS:
+                text = Path(self._path).read_text(encoding="ascii").strip()
+                if not text:
+                    raise OSError("the file is empty")
+                self._current, self._stat, self._read_at = text, stat, now
+                self._warned = False
+        except (OSError, UnicodeDecodeError) as error:
+            if self._current is None:
+                raise ReviewUnavailable(
+                    f"the reviewer's own token {self._path!r} cannot be read ({type(error).__name__}: "
+                    f"{getattr(error, 'strerror', None) or error})"
+                ) from None
+            if not self._warned:
+                log.warning("re-reading the reviewer's own token %r failed; keeping the last one", self._path)
+                self._warned = True
+        return self._current
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    retry_after: str | None
+    body: Any
+    """The parsed JSON body, or None when it is not JSON."""
+
+
+class KubeApi:
+    """One connection pool to one API server, made on first use inside the running event loop."""
+
+    def __init__(self, credentials: Credentials, *, timeout: float, connections: int) -> None:
+        self.credentials = credentials
+        url = urlsplit(credentials.server)
+        if url.scheme != "https" and not (url.scheme == "http" and url.hostname in _LOOPBACK):
+            raise ConfigError(
+                f"the API server of {credentials.source} must be an https:// URL, not {credentials.server!r} "
+                "(plain http is accepted for a loopback address only, where no token crosses a network)"
+            )
+        self._ssl = credentials.ssl_context() if url.scheme == "https" else None
+        self._bearer = BearerToken(token=credentials.token, path=credentials.token_file)
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=timeout)
+        self._seconds = timeout
+        self._connections = connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._connections, ssl=self._ssl or False)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, raise_for_status=False, trust_env=False
+            )
+        return self._session
+
+    def token_changed_since_401(self) -> None:
+        self._bearer.invalidate()
+
+    async def post_json(self, path: str, body: Mapping[str, Any]) -> Answer:
+        url = self.credentials.server + path
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        token = self._bearer.get()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        server_hostname = self.credentials.tls_server_name
+        failure = ""
+        # The ReviewUnavailable is raised after the except blocks, so that it carries no __context__:
+        # aiohttp's exceptions may hold the request, and the request holds our own token.
+        try:
+            async with self._get_session().post(
+                url, data=json.dumps(body), headers=headers, server_hostname=server_hostname
+            ) as response:
+                raw = await _read_bounded(response)
+                retry_after = response.headers.get("Retry-After")
+                status = response.status
+        except TimeoutError:
+            failure = f"the API server at {self.credentials.server} did not answer within {self._seconds:g} s"
+        except aiohttp.ClientConnectorCertificateError as error:
+            failure = (
+                f"the API server at {self.credentials.server} presented a certificate the cluster CA of "
+                f"{self.credentials.source} does not trust: {error.certificate_error}"
+            )
+        except (aiohttp.ClientError, OSError) as error:
+            failure = f"the API server at {self.credentials.server} could not be reached: {_describe(error)}"
+        if failure:
+            raise ReviewUnavailable(failure)
+        try:
+            parsed = json.loads(raw) if raw else None
+        except ValueError:
+            parsed = None
+        return Answer(status=status, retry_after=retry_after, body=parsed)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+async def _read_bounded(response: aiohttp.ClientResponse) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(64 * 1024):
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise ReviewUnavailable(
+                f"the API server at {response.url.origin()} sent an answer over {MAX_ANSWER_BYTES} bytes"
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _describe(error: BaseException) -> str:
+    # aiohttp's messages name host and port but not headers; the class name says what kind of failure.
+    text = str(error) or "no detail"
+    return f"{type(error).__name__}: {text[:300]}"
+
+
+def decode_base64(value: object, *, what: str, source: str) -> bytes:
+    if not isinstance(value, str):
+        raise ConfigError(f"{source}: {what} must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigError(f"{source}: {what} is not valid base64") from None
+
+
+def _load_kubeconfig(path: Path) -> dict[str, Any]:
+    """JSON needs nothing; YAML needs PyYAML (the ``kubeconfig`` extra), asked for by name if missing."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"the kubeconfig {str(path)!r} cannot be read: {error}") from None
+    try:
+        document: object = json.loads(text)
+    except ValueError:
+        try:
+            import yaml
+        except ImportError:
+            raise ConfigError(
+                f"the kubeconfig {str(path)!r} is YAML, which needs PyYAML: pip install 'audience-token[kubeconfig]', "
+                "or convert it with: kubectl config view --raw --minify -o json > kubeconfig.json"
+            ) from None
+        try:
+            document = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"the kubeconfig {str(path)!r} is neither JSON nor YAML: {error}") from None
+    if not isinstance(document, dict):
+        raise ConfigError(f"the kubeconfig {str(path)!r} is not a mapping with clusters, users and contexts")
+    return document
+
+
+def _named(document: dict[str, Any], kind: str, name: object, *, source: str) -> dict[str, Any]:
+    entries = document.get(kind + "s")
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, dict) and entry.get("name") == name and isinstance(entry.get(kind), dict):
+            found: dict[str, Any] = entry[kind]
+            return found
+    raise ConfigError(f"{source}: no {kind} named {name!r}")
+
+
+def _from_kubeconfig(path: Path, *, context: str | None) -> Credentials:
+    document = _load_kubeconfig(path)
+    source = f"kubeconfig {str(path)!r}"
+    name = context if context is not None else document.get("current-context")
+    if not name:
+        raise ConfigError(f"{source} has no current-context: pass context=NAME")
+    chosen = _named(document, "context", name, source=source)
+    cluster = _named(document, "cluster", chosen.get("cluster"), source=source)
+    user_name = chosen.get("user")
+    user = _named(document, "user", user_name, source=source)
+    source = f"kubeconfig {str(path)!r} (context {name!r}, user {user_name!r})"
+
+    def relative(value: object) -> str | None:
+        # kubectl resolves file references relative to the kubeconfig's own folder.
+        return str(path.parent / value) if isinstance(value, str) and value else None
+
+    server = cluster.get("server")
+    if not isinstance(server, str) or not server.startswith("https://"):
+        raise ConfigError(f"{source}: the cluster's server must be an https:// URL, not {server!r}")
+    if cluster.get("insecure-skip-tls-verify"):
+        raise ConfigError(f"{source}: insecure-skip-tls-verify is refused; a token review needs a verified server")
+    unsupported = sorted(k for k in ("exec", "auth-provider", "username", "password") if k in user)
+    if unsupported:
+        raise ConfigError(
+            f"{source}: user authentication by {', '.join(unsupported)} is not supported; "
+            "use a token, tokenFile or client-certificate user"
+        )
+    ca_data = cluster.get("certificate-authority-data")
+    credentials = Credentials(
+        server=server.rstrip("/"),
+        source=source,
+        ca_file=relative(cluster.get("certificate-authority")),
+        ca_data=decode_base64(ca_data, what="certificate-authority-data", source=source).decode("ascii", "replace")
+        if ca_data is not None
+        else None,
+        tls_server_name=cluster.get("tls-server-name") or None,
+        token=user.get("token") or None,
+        token_file=relative(user.get("tokenFile")),
+        client_cert_file=relative(user.get("client-certificate")),
+        client_key_file=relative(user.get("client-key")),
+        client_cert_data=_optional_data(user, "client-certificate-data", source=source),
+        client_key_data=_optional_data(user, "client-key-data", source=source),
+    )
+    has_cert = credentials.client_cert_file or credentials.client_cert_data
+    has_key = credentials.client_key_file or credentials.client_key_data
+    if bool(has_cert) != bool(has_key):
+        raise ConfigError(f"{source}: a client certificate needs its key and the key its certificate")
+    if not (credentials.token or credentials.token_file or has_cert):
+        raise ConfigError(f"{source}: the user has no token, tokenFile or client certificate")
+    return credentials
+
+
+def _optional_data(user: dict[str, Any], key: str, *, source: str) -> bytes | None:
+    value = user.get(key)
+    return None if value is None else decode_base64(value, what=key, source=source)

@@ -1,0 +1,316 @@
+"""TokenReviewer: is this bearer token a service account token for *my* audience, from a caller I allow?
+
+The Kubernetes API server is the authority (the TokenReview API, as in the reference article), and it
+is only half the check: the API documents that the client must compare ``status.audiences`` with its
+own audience, and a TokenReview happily authenticates people and nodes too. So a token is accepted only
+when all four hold, in this order:
+
+1. the review says ``authenticated: true``;
+2. this reviewer's audience is in ``status.audiences``;
+3. the user is ``system:serviceaccount:NS:NAME``;
+4. an ``allow`` pattern matches ``NS/NAME``.
+
+Around that: a pre-check that refuses non-tokens without an API call (``precheck``), a short cache
+keyed by HMAC (``cache``), and one TokenReview for any number of concurrent requests with the same new
+token (``SingleFlight``). Credentials and transport are ``kube``'s job.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, TypeAlias
+
+from audience_token.cache import CacheKeys, SingleFlight, TtlLru
+from audience_token.errors import (
+    EXPIRED_OR_REVOKED,
+    INVALID,
+    NOT_A_SERVICE_ACCOUNT,
+    WRONG_AUDIENCE,
+    ConfigError,
+    NotAllowed,
+    ReviewUnavailable,
+    Unauthenticated,
+    VerificationError,
+)
+from audience_token.identity import AllowList, Identity
+from audience_token.kube import Answer, Credentials, KubeApi
+from audience_token.precheck import audiences_of, check_length, expiry_of, precheck
+
+log = logging.getLogger("audience_token")
+
+TOKENREVIEWS: Final = "/apis/authentication.k8s.io/v1/tokenreviews"
+PERMISSION: Final = "`create` on `tokenreviews.authentication.k8s.io`"
+CLUSTER_ROLE: Final = "audience-token-reviewer"
+_SHOWN: Final = 60
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN else f"{text[:_SHOWN]}... ({len(text)} characters)"
+
+
+def _shown_list(values: Iterable[str]) -> str:
+    items = list(values)
+    shown = ", ".join(_shown(v) for v in items[:5])
+    return f"[{shown}{', ...' if len(items) > 5 else ''}]"
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewerSettings:
+    """How long verdicts are kept, how many, and how long to wait for the API server."""
+
+    success_ttl: float = 10.0
+    """Seconds an acceptance is kept; never past the token's ``exp``. A revoked token works that long."""
+    failure_ttl: float = 10.0
+    """Seconds a definite refusal (Unauthenticated, NotAllowed) is kept. Unavailability is never kept."""
+    cache_size: int = 10_000
+    timeout: float = 5.0
+    """Seconds for one TokenReview, connecting included."""
+    connections: int = 16
+    """At most this many connections to the API server at once (one pool)."""
+
+    def __post_init__(self) -> None:
+        for name in ("success_ttl", "failure_ttl"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be zero (no caching) or more seconds, not {getattr(self, name)}")
+        if self.cache_size < 1 or self.connections < 1 or self.timeout <= 0:
+            raise ConfigError("cache_size and connections must be at least 1 and timeout more than 0 seconds")
+
+
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    """A refusal as data: each caller raises its own fresh exception, none is shared between tasks."""
+
+    kind: type[VerificationError]
+    message: str
+    reason: str = ""
+    identity: Identity | None = None
+    retry_after: int = 1
+
+    def error(self) -> VerificationError:
+        if self.kind is Unauthenticated:
+            return Unauthenticated(self.message, reason=self.reason)
+        if self.kind is NotAllowed and self.identity is not None:
+            return NotAllowed(self.message, identity=self.identity)
+        return ReviewUnavailable(self.message, retry_after=self.retry_after)
+
+    @classmethod
+    def unavailable(cls, error: ReviewUnavailable) -> _Refusal:
+        return cls(ReviewUnavailable, error.message, retry_after=error.retry_after)
+
+
+_Verdict: TypeAlias = Identity | _Refusal
+
+
+class TokenReviewer:
+    """Verifies bearer tokens for ``audience`` with the TokenReview API; ``allow`` is required.
+
+    Credentials: in-cluster by default; or ``kubeconfig=PATH`` (``context=``), or ``credentials=``.
+    Use ``async with`` or ``await close()`` to close the connection pool.
+    """
+
+    def __init__(
+        self,
+        audience: str,
+        *,
+        allow: AllowList | str | Iterable[str],
+        kubeconfig: str | Path | None = None,
+        context: str | None = None,
+        credentials: Credentials | None = None,
+        settings: ReviewerSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not isinstance(audience, str) or not audience.strip() or not audience.isprintable():
+            raise ConfigError("audience must be a non-empty printable string, such as 'secret-store'")
+        self.audience = audience
+        self.allow = AllowList.parse(allow)
+        self.settings = settings or ReviewerSettings()
+        if credentials is None:
+            credentials = (
+                Credentials.from_kubeconfig(kubeconfig, context=context)
+                if kubeconfig is not None
+                else Credentials.in_cluster()
+            )
+        self._api = KubeApi(credentials, timeout=self.settings.timeout, connections=self.settings.connections)
+        self._keys = CacheKeys(audience)
+        self._cache: TtlLru[_Verdict] = TtlLru(maxsize=self.settings.cache_size, clock=clock)
+        self._flight: SingleFlight[_Verdict] = SingleFlight()
+        self._wall_clock = wall_clock
+        self.reviews_sent = 0
+        """TokenReviews sent so far: what the cache and single flight save shows here."""
+
+    def __repr__(self) -> str:
+        return f"TokenReviewer({self.audience!r}, allow={str(self.allow)!r}, via={self._api.credentials.source!r})"
+
+    @property
+    def cached(self) -> int:
+        return len(self._cache)
+
+    async def verify(self, token: str) -> Identity:
+        """The caller's Identity, or raises Unauthenticated, NotAllowed or ReviewUnavailable."""
+        check_length(token)
+        key = self._keys(token)
+        verdict = self._cache.get(key)
+        if verdict is None:
+            claims = precheck(token)
+            verdict = await self._flight.run(key, lambda: self._review(token, key, claims))
+        if isinstance(verdict, Identity):
+            return verdict
+        raise verdict.error()
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    async def __aenter__(self) -> TokenReviewer:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def _review(self, token: str, key: bytes, claims: Mapping[str, Any]) -> _Verdict:
+        try:
+            status = await self._token_review(token)
+        except ReviewUnavailable as error:
+            log.warning("token review unavailable: %s", error.message)
+            return _Refusal.unavailable(error)
+        verdict = self._judge(status, claims)
+        if isinstance(verdict, Identity):
+            ttl = self.settings.success_ttl
+            exp = expiry_of(claims)
+            if exp is not None:
+                ttl = min(ttl, exp - self._wall_clock())
+        else:
+            ttl = self.settings.failure_ttl
+        self._cache.put(key, verdict, ttl=ttl)
+        return verdict
+
+    async def _token_review(self, token: str) -> Mapping[str, Any]:
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token, "audiences": [self.audience]},
+        }
+        answer = await self._post(body)
+        if answer.status == 401 and self._api.credentials.token_file:
+            self._api.token_changed_since_401()  # the kubelet may have rotated our own token: one more try
+            answer = await self._post(body)
+        return self._status_of(answer)
+
+    async def _post(self, body: Mapping[str, Any]) -> Answer:
+        self.reviews_sent += 1
+        return await self._api.post_json(TOKENREVIEWS, body)
+
+    def _status_of(self, answer: Answer) -> Mapping[str, Any]:
+        source, server = self._api.credentials.source, self._api.credentials.server
+        said = answer.body.get("message") if isinstance(answer.body, dict) else None
+        said = f" (the API server said: {str(said)[:300]})" if said else ""
+        if answer.status == 403:
+            raise ReviewUnavailable(
+                f"the reviewer's own credentials ({source}) lack the RBAC permission {PERMISSION}: bind the "
+                f"ClusterRole {CLUSTER_ROLE} (manifests/audience-token) to the reviewer's identity{said}"
+            )
+        if answer.status == 401:
+            raise ReviewUnavailable(
+                f"the API server at {server} refused the reviewer's own credentials ({source}) as invalid or "
+                f"expired (401){said}"
+            )
+        if answer.status in (429, 503) or answer.status >= 500:
+            raise ReviewUnavailable(
+                f"the API server at {server} answered {answer.status}{said}", retry_after=_seconds(answer.retry_after)
+            )
+        if answer.status not in (200, 201):
+            raise ReviewUnavailable(f"the API server at {server} answered {answer.status} to a TokenReview{said}")
+        status = answer.body.get("status") if isinstance(answer.body, dict) else None
+        if not isinstance(status, dict) or answer.body.get("kind") != "TokenReview":
+            raise ReviewUnavailable(f"the API server at {server} answered {answer.status} without a TokenReview")
+        return status
+
+    def _judge(self, status: Mapping[str, Any], claims: Mapping[str, Any]) -> _Verdict:
+        if status.get("authenticated") is not True:
+            return self._not_authenticated(claims, status.get("error"))
+        audiences = status.get("audiences")
+        if not isinstance(audiences, list) or self.audience not in audiences:
+            reported = _shown_list(a for a in audiences or () if isinstance(a, str))
+            return _Refusal(
+                Unauthenticated,
+                f"the API server authenticated the token but not for audience {self.audience!r} "
+                f"(it reported audiences {reported})",
+                reason=WRONG_AUDIENCE,
+            )
+        user = status.get("user")
+        identity = Identity.from_user_info(user) if isinstance(user, dict) else None
+        if identity is None:
+            username = user.get("username") if isinstance(user, dict) else None
+            return _Refusal(
+                Unauthenticated,
+                f"the token authenticates {_shown(username)}, which is not a service account "
+                "(system:serviceaccount:NAMESPACE:NAME); send a Pod's audience token instead",
+                reason=NOT_A_SERVICE_ACCOUNT,
+            )
+        if not self.allow.allows(identity):
+            return _Refusal(
+                NotAllowed,
+                f"service account {identity.namespace}/{identity.service_account} is authenticated but not allowed "
+                f"to call {self.audience!r}: the receiver's allow list does not name it",
+                identity=identity,
+            )
+        return identity
+
+    def _not_authenticated(self, claims: Mapping[str, Any], error: object) -> _Refusal:
+        # The API server's verdict is final; the unverified claims and its error text only word the reason.
+        minted_for = audiences_of(claims)
+        if self.audience not in minted_for:
+            for_what = f"audience {_shown_list(minted_for)}" if minted_for else "no audience (a legacy token?)"
+            return _Refusal(
+                Unauthenticated,
+                f"the token is for {for_what}, not {self.audience!r}: the caller's Pod must be given a token for "
+                f"audience {self.audience!r} (annotation token-projector.io/audience: {self.audience})",
+                reason=WRONG_AUDIENCE,
+            )
+        exp = expiry_of(claims)
+        now = self._wall_clock()
+        if exp is not None and exp <= now:
+            return _Refusal(
+                Unauthenticated,
+                f"the token expired {now - exp:.0f} s ago: the caller must re-read its token file, which the "
+                "kubelet rotates",
+                reason=EXPIRED_OR_REVOKED,
+            )
+        said = _api_error(error)
+        if any(hint in said for hint in _FORGED):
+            return _Refusal(
+                Unauthenticated,
+                f"the token was not issued by this cluster (the API server said: {said})",
+                reason=INVALID,
+            )
+        detail = f" (the API server said: {said})" if said else ""
+        return _Refusal(
+            Unauthenticated,
+            "the API server did not authenticate the token: it was revoked (its Pod, Secret or ServiceAccount "
+            f"was deleted), or it was not issued by this cluster{detail}",
+            reason=EXPIRED_OR_REVOKED,
+        )
+
+
+_FORGED: Final = ("cryptographic primitive", "signature", "issuer")
+"""Words of kube-apiserver's errors for a token it cannot verify at all (not a contract: wording only)."""
+_TOKENISH: Final = re.compile(r"[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}(?:\.[A-Za-z0-9_-]*)?")
+
+
+def _api_error(error: object) -> str:
+    """The API server's error text, cut short, with anything shaped like a token blanked out."""
+    if not isinstance(error, str):
+        return ""
+    return _TOKENISH.sub("<redacted>", error)[:200]
+
+
+def _seconds(retry_after: str | None) -> int:
+    if retry_after and retry_after.strip().isdigit():
+        return max(1, min(int(retry_after.strip()), 60))
+    return 1

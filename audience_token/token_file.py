@@ -1,0 +1,179 @@
+"""The caller's token: read the projected file the way the kubelet rotates it, never a stale copy.
+
+The kubelet writes a projected service account token with an *atomic writer*: the files live in a
+timestamped directory (``..2026_12_01_10_00_00.123456789``), a ``..data`` symlink points at it and
+the visible ``token`` is a symlink to ``..data/token``. At 80% of the token's life it writes a new
+timestamped directory and renames a fresh ``..data`` over the old one, so a reader sees the old
+token or the new one, never half of either. An application that read the file once at start-up
+keeps sending the old token, which dies at ``exp``; one that keeps the file open keeps reading
+the deleted old directory. :class:`TokenFile` opens the path afresh whenever the file changed
+(the ``stat`` of the resolved path: device, inode, mtime, size) and at least every
+:data:`MAX_AGE_SECONDS`, and keeps the last good token when a re-read fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Final
+
+from audience_token.errors import TokenFileError
+
+ENV_VAR: Final = "SERVICE_ACCOUNT_TOKEN_PATH"
+"""The variable token-projector sets in every container of an annotated Pod (its ``env_var`` setting)."""
+
+MAX_AGE_SECONDS: Final = 60.0
+"""A token is read from disk again at least this often, even if the file looks unchanged."""
+
+CHECK_EVERY_SECONDS: Final = 1.0
+"""How often ``read()`` looks at the file's ``stat``; in between it answers from memory.
+
+A rotated token is noticed within this long. The kubelet rotates at 80% of the token's life and the
+old token stays valid until its ``exp``, so a second's delay costs nothing, and a hot request path
+does not pay a ``stat`` per request.
+"""
+
+MAX_TOKEN_BYTES: Final = 64 * 1024
+"""A larger file is not a token file: it is refused rather than read into a header."""
+
+_ANNOTATION: Final = "token-projector.io/audience"
+_VISIBLE_ASCII: Final = frozenset(range(0x21, 0x7F))
+
+log = logging.getLogger("audience_token.token_file")
+
+
+class TokenFile:
+    """The current token from a projected service account token file.
+
+    ``TokenFile()`` reads the path from ``$SERVICE_ACCOUNT_TOKEN_PATH`` once, here, at construction
+    (token-projector sets it in every container of an annotated Pod); ``TokenFile(path)`` uses
+    ``path``. ``read()`` returns the current token; ``headers()`` returns the ``Authorization``
+    header for any HTTP client. Safe to share between threads and tasks.
+
+    ``clock`` (monotonic seconds) is there for tests; ``max_age`` and ``check_every`` are in seconds.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        max_age: float = MAX_AGE_SECONDS,
+        check_every: float = CHECK_EVERY_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if path is None:
+            from_env = os.environ.get(ENV_VAR, "")
+            if not from_env:
+                raise TokenFileError(
+                    f"${ENV_VAR} is not set and no path was given: token-projector sets it in the containers "
+                    f"of Pods annotated {_ANNOTATION}; is this Pod annotated, and was it created after "
+                    "the webhook was registered? Or pass TokenFile(path)."
+                )
+            path, self._source = from_env, f"${ENV_VAR}"
+        else:
+            self._source = "the path given to TokenFile"
+        self.path = Path(path)
+        self._max_age = max_age
+        self._check_every = check_every
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._signature: tuple[int, int, int, int] | None = None
+        self._read_at = float("-inf")
+        self._checked_at = float("-inf")
+        self._stale = False
+        self._warned = False
+
+    def __repr__(self) -> str:
+        return f"TokenFile({str(self.path)!r})"
+
+    def read(self) -> str:
+        """The current token; raises :class:`TokenFileError` if no token could ever be read."""
+        now = self._clock()
+        token = self._token
+        if token is not None and not self._stale and now - self._checked_at < self._check_every:
+            return token
+        with self._lock:
+            return self._refresh(self._clock())
+
+    def headers(self) -> dict[str, str]:
+        """``{"Authorization": "Bearer <token>"}`` for any HTTP client."""
+        return {"Authorization": "Bearer " + self.read()}
+
+    def invalidate(self) -> None:
+        """Make the next ``read()`` open the file again, as after a 401 from the receiver."""
+        self._stale = True
+
+    def _refresh(self, now: float) -> str:
+        changed = True
+        try:
+            # stat() follows the symlinks: after the kubelet's swap the resolved file is a new inode
+            # in a new directory even when the visible path is the same.
+            info = os.stat(self.path)
+            signature = (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
+            changed = signature != self._signature
+        except OSError:
+            signature = None
+        self._checked_at = now
+        if self._token is not None and not self._stale and not changed and now - self._read_at < self._max_age:
+            return self._token
+        self._stale = False
+        try:
+            token = _read_token(self.path)
+        except _Unreadable as problem:
+            return self._keep_last_good(problem.why)
+        self._token, self._signature, self._read_at = token, signature, now
+        if self._warned:
+            log.info("token file %s is readable again", self.path)
+        self._warned = False
+        return token
+
+    def _keep_last_good(self, why: str) -> str:
+        if self._token is None:
+            raise TokenFileError(
+                f"no token could be read from {self.path} ({self._source}): {why}. Check that the Pod is "
+                f"annotated {_ANNOTATION}, that the projected volume is mounted at that path in this "
+                f"container, and that ${ENV_VAR} names the file token-projector mounted."
+            ) from None
+        if not self._warned:
+            self._warned = True
+            log.warning("re-reading the token file %s failed (%s); still sending the last good token", self.path, why)
+        return self._token
+
+
+class _Unreadable(Exception):
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+def _read_token(path: Path) -> str:
+    """Open, read and close: the handle is never kept, so a swapped ``..data`` is always seen."""
+    try:
+        with open(path, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise _Unreadable("it is not a regular file")
+            raw = handle.read(MAX_TOKEN_BYTES + 1)
+    except FileNotFoundError:
+        raise _Unreadable("the file does not exist") from None
+    except PermissionError:
+        raise _Unreadable("permission denied") from None
+    except IsADirectoryError:
+        raise _Unreadable("it is a directory") from None
+    except OSError as error:
+        raise _Unreadable(error.strerror or type(error).__name__) from None
+    if len(raw) > MAX_TOKEN_BYTES:
+        raise _Unreadable(f"it is larger than {MAX_TOKEN_BYTES} bytes, so not a token")
+    raw = raw.strip()
+    if not raw:
+        raise _Unreadable("the file is empty")
+    # The token goes into an HTTP header: anything but visible ASCII (a second line, a NUL, UTF-8)
+    # means this is not a token file, and must not reach the wire.
+    if not _VISIBLE_ASCII.issuperset(raw):
+        raise _Unreadable("it holds characters a token never has (spaces, control bytes or non-ASCII)")
+    return raw.decode("ascii")

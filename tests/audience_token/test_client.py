@@ -1,0 +1,173 @@
+"""``bearer_auth``: a real ClientSession against real aiohttp servers on loopback sockets."""
+
+import secrets
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientSession, web
+from aiohttp.test_utils import TestServer
+
+from audience_token.client import bearer_auth
+from audience_token.errors import TokenFileError
+from audience_token.token_file import TokenFile
+from tests.audience_token.kubelet_volume import ProjectedVolume
+
+MakeServer = Callable[[web.Application], Awaitable[TestServer]]
+
+
+def fake_token() -> str:
+    return ".".join(secrets.token_urlsafe(24) for _ in range(3))
+
+
+class Receiver:
+    """Records the Authorization header of every request; answers 401 to the tokens in ``refuse``."""
+
+    def __init__(self) -> None:
+        self.seen: list[str | None] = []
+        self.refuse: set[str] = set()
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/", self.handle)
+        app.router.add_get("/here", self.redirect_here)
+        return app
+
+    async def handle(self, request: web.Request) -> web.Response:
+        header = request.headers.get("Authorization")
+        self.seen.append(header)
+        if header is not None and header.removeprefix("Bearer ") in self.refuse:
+            return web.Response(status=401)
+        return web.Response(text="ok")
+
+    async def redirect_here(self, request: web.Request) -> web.Response:
+        raise web.HTTPFound("/")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def first() -> str:
+    return fake_token()
+
+
+@pytest.fixture
+def volume(tmp_path: Path, first: str) -> ProjectedVolume:
+    return ProjectedVolume.create(tmp_path / "tokens", {"token": first})
+
+
+@pytest.fixture
+def receiver() -> Receiver:
+    return Receiver()
+
+
+async def test_every_request_of_the_session_carries_the_current_token(
+    aiohttp_server: MakeServer, receiver: Receiver, volume: ProjectedVolume, first: str
+) -> None:
+    server = await aiohttp_server(receiver.app())
+    clock = Clock()
+    tokens = TokenFile(volume.path("token"), clock=clock)
+    second = fake_token()
+    async with ClientSession(middlewares=(bearer_auth(tokens),)) as session:
+        for _ in range(2):
+            async with session.get(server.make_url("/")) as response:
+                assert response.status == 200
+        volume.rotate({"token": second})
+        clock.now += 1
+        async with session.get(server.make_url("/")) as response:
+            assert response.status == 200
+    assert receiver.seen == [f"Bearer {first}", f"Bearer {first}", f"Bearer {second}"]
+
+
+async def test_a_401_makes_the_next_request_read_the_file_again(
+    aiohttp_server: MakeServer, receiver: Receiver, volume: ProjectedVolume, first: str
+) -> None:
+    server = await aiohttp_server(receiver.app())
+    # A clock that never moves: only the 401 can make the file be read again.
+    tokens = TokenFile(volume.path("token"), clock=Clock())
+    second = fake_token()
+    async with ClientSession(middlewares=(bearer_auth(tokens),)) as session:
+        async with session.get(server.make_url("/")) as response:
+            assert response.status == 200
+        volume.rotate({"token": second})
+        async with session.get(server.make_url("/")) as response:
+            assert response.status == 200, "the first token is still sent from memory"
+        receiver.seen.clear()
+        receiver.refuse.add(first)
+        async with session.get(server.make_url("/")) as response:
+            assert response.status == 401
+        async with session.get(server.make_url("/")) as response:
+            assert response.status == 200
+    assert receiver.seen == [f"Bearer {first}", f"Bearer {second}"]
+
+
+async def test_an_authorization_the_caller_set_is_left_alone(
+    aiohttp_server: MakeServer, receiver: Receiver, volume: ProjectedVolume
+) -> None:
+    server = await aiohttp_server(receiver.app())
+    async with (
+        ClientSession(middlewares=(bearer_auth(TokenFile(volume.path("token"))),)) as session,
+        session.get(server.make_url("/"), headers={"Authorization": "Bearer other"}),
+    ):
+        pass
+    assert receiver.seen == ["Bearer other"]
+
+
+async def test_a_same_origin_redirect_keeps_the_token(
+    aiohttp_server: MakeServer, receiver: Receiver, volume: ProjectedVolume, first: str
+) -> None:
+    server = await aiohttp_server(receiver.app())
+    async with (
+        ClientSession(middlewares=(bearer_auth(TokenFile(volume.path("token"))),)) as session,
+        session.get(server.make_url("/here")) as response,
+    ):
+        assert response.status == 200
+    assert receiver.seen == [f"Bearer {first}"]
+
+
+async def test_the_token_never_follows_a_redirect_to_another_origin(
+    aiohttp_server: MakeServer, receiver: Receiver, volume: ProjectedVolume, first: str
+) -> None:
+    elsewhere = Receiver()
+    other = await aiohttp_server(elsewhere.app())
+
+    async def leave(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect(str(other.make_url("/")))
+
+    app = receiver.app()
+    app.router.add_get("/leave", leave)
+    server = await aiohttp_server(app)
+    assert server.make_url("/").origin() != other.make_url("/").origin()
+    async with ClientSession(middlewares=(bearer_auth(TokenFile(volume.path("token"))),)) as session:
+        async with session.get(server.make_url("/leave")) as response:
+            assert response.status == 200
+        # The next request of the same task to that origin is the caller's own: it gets the token.
+        async with session.get(other.make_url("/")) as response:
+            assert response.status == 200
+    assert elsewhere.seen == [None, f"Bearer {first}"]
+
+
+async def test_without_a_token_the_request_is_not_sent_and_the_error_says_what_to_check(
+    aiohttp_server: MakeServer, receiver: Receiver, tmp_path: Path
+) -> None:
+    server = await aiohttp_server(receiver.app())
+    async with ClientSession(middlewares=(bearer_auth(TokenFile(tmp_path / "missing")),)) as session:
+        with pytest.raises(TokenFileError, match=r"token-projector\.io/audience"):
+            await session.get(server.make_url("/"))
+    assert receiver.seen == []
+
+
+async def test_headers_work_with_any_client(
+    aiohttp_server: MakeServer, receiver: Receiver, volume: ProjectedVolume, first: str
+) -> None:
+    server = await aiohttp_server(receiver.app())
+    tokens = TokenFile(volume.path("token"))
+    async with ClientSession() as session, session.get(server.make_url("/"), headers=tokens.headers()):
+        pass
+    assert receiver.seen == [f"Bearer {first}"]

@@ -1,0 +1,148 @@
+"""The server middleware's answers: RFC 6750 challenges, small JSON bodies, the identity for the handler."""
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from audience_token import IDENTITY, ReviewerSettings, TokenReviewer, identity_of, protect, token_middleware
+from tests.audience_token.fake_api import FakeApiServer, fake_token
+
+Client = TestClient[web.Request, web.Application]
+MakeClient = Callable[[web.Application], Awaitable[Client]]
+
+
+async def whoami(request: web.Request) -> web.Response:
+    caller = identity_of(request)
+    assert request[IDENTITY] is caller
+    return web.json_response({"caller": str(caller), "pod": caller.pod_name})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    with pytest.raises(LookupError, match="open_paths"):
+        identity_of(request)
+    return web.Response(text="ok")
+
+
+@pytest.fixture
+async def reviewer(fake_api: FakeApiServer) -> AsyncIterator[TokenReviewer]:
+    async with TokenReviewer(
+        'store "prod"', allow="api/*", credentials=fake_api.credentials(), settings=ReviewerSettings(timeout=1)
+    ) as reviewer:
+        yield reviewer
+
+
+@pytest.fixture
+async def client(reviewer: TokenReviewer, aiohttp_client: MakeClient) -> Client:
+    app = web.Application()
+    app.router.add_get("/", whoami)
+    app.router.add_get("/healthz", healthz)
+    protect(app, reviewer, open_paths={"/healthz"})
+    return await aiohttp_client(app)
+
+
+REALM = 'Bearer realm="store \\"prod\\""'
+
+
+async def test_an_allowed_caller_reaches_the_handler_with_its_identity(client: Client) -> None:
+    token = fake_token(audiences=('store "prod"',), pod=("api-1", "u1"))
+    response = await client.get("/", headers={"Authorization": f"Bearer {token}"})
+    assert response.status == 200
+    assert await response.json() == {"caller": "api/api (pod api/api-1)", "pod": "api-1"}
+
+
+@pytest.mark.parametrize("scheme", ["bearer", "BEARER", "Bearer"])
+async def test_the_scheme_is_case_insensitive(client: Client, scheme: str) -> None:
+    token = fake_token(audiences=('store "prod"',))
+    response = await client.get("/", headers={"Authorization": f"{scheme}  {token} "})
+    assert response.status == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Basic YWxpY2U6c2VjcmV0"}, {"Authorization": "Token abc"}, {"Authorization": ""}],
+)
+async def test_no_bearer_token_is_401_with_the_realm_challenge(
+    client: Client, fake_api: FakeApiServer, headers: dict[str, str]
+) -> None:
+    response = await client.get("/", headers=headers)
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"] == REALM
+    body = await response.json()
+    assert body["error"] == "unauthorized"
+    assert "Authorization: Bearer" in body["message"]
+    assert "YWxpY2U6c2VjcmV0" not in await response.text()
+    assert fake_api.reviews == 0
+
+
+async def test_several_authorization_headers_are_401_invalid_request(client: Client) -> None:
+    token = fake_token(audiences=('store "prod"',))
+    response = await client.get(
+        "/", headers=[("Authorization", f"Bearer {token}"), ("Authorization", f"Bearer {token}")]
+    )
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"] == f'{REALM}, error="invalid_request"'
+
+
+@pytest.mark.parametrize("value", ["Bearer", "Bearer ", "Bearer not-a-jwt", "Bearer a.b", "Bearer a b c"])
+async def test_a_malformed_bearer_token_is_401_invalid_token_without_a_review(
+    client: Client, fake_api: FakeApiServer, value: str
+) -> None:
+    response = await client.get("/", headers={"Authorization": value})
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"] == f'{REALM}, error="invalid_token"'
+    body = await response.json()
+    assert body["reason"] == "malformed"
+    assert fake_api.reviews == 0
+
+
+async def test_a_refused_token_is_401_invalid_token_with_the_reason(client: Client) -> None:
+    token = fake_token(audiences=("elsewhere",))
+    response = await client.get("/", headers={"Authorization": f"Bearer {token}"})
+    assert response.status == 401
+    assert response.headers["WWW-Authenticate"] == f'{REALM}, error="invalid_token"'
+    body = await response.json()
+    assert body == {"error": "invalid_token", "reason": "wrong_audience", "message": body["message"]}
+    assert "'elsewhere'" in body["message"]
+    assert token.split(".")[1] not in await response.text()
+
+
+async def test_a_caller_not_allowed_is_403_insufficient_scope(client: Client) -> None:
+    token = fake_token("data", "store", audiences=('store "prod"',))
+    response = await client.get("/", headers={"Authorization": f"Bearer {token}"})
+    assert response.status == 403
+    assert response.headers["WWW-Authenticate"] == f'{REALM}, error="insufficient_scope"'
+    assert (await response.json())["error"] == "insufficient_scope"
+
+
+@pytest.mark.parametrize("fault", ["500", "503", "hang", "garbage"])
+async def test_no_verdict_is_503_with_retry_after(client: Client, fake_api: FakeApiServer, fault: str) -> None:
+    fake_api.fault = fault
+    response = await client.get("/", headers={"Authorization": f"Bearer {fake_token()}"})
+    assert response.status == 503
+    assert response.headers["Retry-After"] == ("7" if fault == "503" else "1")
+    assert (await response.json())["error"] == "temporarily_unavailable"
+
+
+async def test_open_paths_need_no_token_and_others_stay_protected(client: Client) -> None:
+    assert (await client.get("/healthz")).status == 200
+    assert (await client.get("/healthz/")).status in (401, 404)
+    assert (await client.get("/other")).status == 401
+
+
+async def test_the_middleware_works_on_its_own_and_the_verifier_is_closed_by_protect(
+    fake_api: FakeApiServer, aiohttp_client: MakeClient
+) -> None:
+    reviewer = TokenReviewer("x", allow="*/*", credentials=fake_api.credentials())
+    app = web.Application(middlewares=[token_middleware(reviewer)])
+    app.router.add_get("/", whoami)
+    client = await aiohttp_client(app)
+    assert (await client.get("/", headers={"Authorization": f"Bearer {fake_token(audiences=('x',))}"})).status == 200
+    await reviewer.close()
+
+
+def test_a_realm_cannot_break_the_header() -> None:
+    from audience_token.middleware import _realm
+
+    assert _realm('a"b\\c\r\nSet-Cookie: x=1é') == 'a\\"b\\\\c??Set-Cookie: x=1?'
