@@ -27,6 +27,27 @@ from audience_token.errors import TokenFileError
 ENV_VAR: Final = "SERVICE_ACCOUNT_TOKEN_PATH"
 """The variable token-projector sets in every container of an annotated Pod (its ``env_var`` setting)."""
 
+DIR_ENV_VAR: Final = "SERVICE_ACCOUNT_TOKEN_DIR"
+"""Set (to the mount path) only in Pods that list several audiences: each audience's token is a file there."""
+
+_KEPT: Final = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-_.")
+
+
+def audience_file_name(audience: str) -> str:
+    """The file of ``audience``'s token in ``$SERVICE_ACCOUNT_TOKEN_DIR``: the webhook's rule, restated.
+
+    The library never imports the webhook, so the rule (``webhook.core.contract.audience_file_name``)
+    is written here again and a test holds the two equal: percent-encoding of the UTF-8 bytes, where
+    lower-case letters, digits, ``-``, ``_`` and ``.`` stay (but a leading or trailing ``.``).
+    """
+    data = audience.encode("utf-8", "surrogatepass")
+    last = len(data) - 1
+    return "".join(
+        chr(byte) if byte in _KEPT and not (byte == 0x2E and i in (0, last)) else f"%{byte:02X}"
+        for i, byte in enumerate(data)
+    )
+
+
 MAX_AGE_SECONDS: Final = 60.0
 """A token is read from disk again at least this often, even if the file looks unchanged."""
 
@@ -52,8 +73,11 @@ class TokenFile:
 
     ``TokenFile()`` reads the path from ``$SERVICE_ACCOUNT_TOKEN_PATH`` once, here, at construction
     (token-projector sets it in every container of an annotated Pod); ``TokenFile(path)`` uses
-    ``path``. ``read()`` returns the current token; ``headers()`` returns the ``Authorization``
-    header for any HTTP client. Safe to share between threads and tasks.
+    ``path``. ``TokenFile(audience="secret-store")`` finds that audience's token in a Pod that lists
+    several: ``$SERVICE_ACCOUNT_TOKEN_DIR/<audience_file_name(audience)>``; in a Pod with one audience
+    (no ``$SERVICE_ACCOUNT_TOKEN_DIR``) it is the one token at ``$SERVICE_ACCOUNT_TOKEN_PATH``.
+    ``read()`` returns the current token; ``headers()`` returns the ``Authorization`` header for any
+    HTTP client. Safe to share between threads and tasks.
 
     ``clock`` (monotonic seconds) is there for tests; ``max_age`` and ``check_every`` are in seconds.
     """
@@ -62,10 +86,20 @@ class TokenFile:
         self,
         path: str | os.PathLike[str] | None = None,
         *,
+        audience: str | None = None,
         max_age: float = MAX_AGE_SECONDS,
         check_every: float = CHECK_EVERY_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._source = "the path given to TokenFile"
+        if audience is not None:
+            if path is not None:
+                raise TokenFileError("give TokenFile a path or an audience, not both")
+            if not audience:
+                raise TokenFileError("TokenFile(audience=...) needs the audience's name, e.g. 'secret-store'")
+            directory = os.environ.get(DIR_ENV_VAR, "")
+            if directory:  # a Pod with several audiences: each has its own file there
+                path, self._source = os.path.join(directory, audience_file_name(audience)), f"${DIR_ENV_VAR}"
         if path is None:
             from_env = os.environ.get(ENV_VAR, "")
             if not from_env:
@@ -75,8 +109,6 @@ class TokenFile:
                     "the webhook was registered? Or pass TokenFile(path)."
                 )
             path, self._source = from_env, f"${ENV_VAR}"
-        else:
-            self._source = "the path given to TokenFile"
         self.path = Path(path)
         self._max_age = max_age
         self._check_every = check_every

@@ -7,8 +7,9 @@ decoding of the same body (which the ceiling pays too), and ``review()`` on the 
 the path that reads every env entry (taken when the env var's name is in the body).
 Each figure is the median of 7 rounds that interleave the sizes, each round a batch of at least 0.2 s.
 For scale, the same run times ``jsonpatch.make_patch`` (how many Python webhooks build their patch)
-on the same Pods.
-Usage: python bench/micro.py
+on the same Pods. A second table is the curve over audiences: the 10-container Pod asking for 1, 2,
+4 and 8 audiences (one token file each, plus the primary's), timed in the same rounds.
+Usage: python -m bench.micro
 """
 
 import base64
@@ -17,22 +18,34 @@ import statistics
 import timeit
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import jsonpatch
 import orjson
 
 from bench.payloads import pod_review
 from webhook.core.contract import Contract
-from webhook.core.document import absent_names
-from webhook.core.review import Reviewed, review
+from webhook.core.review import AbsentFrom, Reviewed, review
 
 SIZES = (1, 10, 50, 200)
 COLUMNS = ("ours", "decode", "review", "make_patch")
+AUDIENCES = (1, 2, 4, 8)
+AUDIENCES_CONTAINERS = 10
+"""The Pod size of the audience curve: a typical Deployment's Pod, not the extremes."""
 
 
 def ours(raw: bytes, body: object, contract: Contract) -> Reviewed:
     """What ``review_body(raw)`` does after decoding ``raw`` into ``body``."""
-    return review(body, contract, absent=absent_names(raw, (contract.env_var,)))
+    return review(body, contract, absent=AbsentFrom(raw))
+
+
+def with_audiences(body: dict[str, Any], count: int) -> dict[str, Any]:
+    """``body`` with its Pod asking for ``count`` audiences: the fixture's own first, then others."""
+    body = copy.deepcopy(body)
+    annotations = body["request"]["object"]["metadata"]["annotations"]
+    first = annotations["token-projector.io/audience"]
+    annotations["token-projector.io/audience"] = ", ".join([first, *(f"service-{i}" for i in range(1, count))])
+    return body
 
 
 ROUNDS = 7
@@ -62,12 +75,22 @@ def main() -> None:
         for name, function in functions.items():
             timer = timeit.Timer(function)
             timers[size][name] = (timer, timer.autorange()[0])
+    curve: dict[int, tuple[timeit.Timer, int]] = {}
+    for count in AUDIENCES:
+        body = with_audiences(pod_review(AUDIENCES_CONTAINERS), count)
+        raw = orjson.dumps(body)
+        assert review(body, contract).outcome == "mutated", "every point of the curve is a patched Pod"
+        timer = timeit.Timer(partial(ours, raw, body, contract))
+        curve[count] = (timer, timer.autorange()[0])
     # Rounds interleave the sizes, so that drift on a shared machine hits every size alike.
     samples: dict[tuple[int, str], list[float]] = {}
+    curve_samples: dict[int, list[float]] = {}
     for _ in range(ROUNDS):
         for size in SIZES:
             for name, (timer, number) in timers[size].items():
                 samples.setdefault((size, name), []).append(one_batch(timer, number))
+        for count, (timer, number) in curve.items():
+            curve_samples.setdefault(count, []).append(one_batch(timer, number))
     rows = []
     for size in SIZES:
         medians = {name: statistics.median(samples[(size, name)]) for name in COLUMNS}
@@ -90,6 +113,13 @@ def main() -> None:
         f"# linear fit: ours = {intercept * 1e6:.1f} µs + {slope * 1e6:.2f} µs x containers; "
         f"largest distance from the line: {worst * 1e6:.1f} µs"
     )
+    print()
+    one = statistics.median(curve_samples[1])
+    print(f"| audiences ({AUDIENCES_CONTAINERS} containers) | ours µs | more than 1 audience µs | / 1 audience |")
+    print("| --- | --- | --- | --- |")
+    for count in AUDIENCES:
+        median = statistics.median(curve_samples[count])
+        print(f"| {count} | {median * 1e6:.1f} | {(median - one) * 1e6:+.1f} | {median / one:.2f}x |")
 
 
 if __name__ == "__main__":

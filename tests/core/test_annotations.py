@@ -105,3 +105,31 @@ def test_a_huge_value_is_cut_when_a_message_quotes_it(field: str) -> None:
 def test_a_huge_audience_with_white_space_is_cut_in_the_message() -> None:
     status = denial(admission_review(make_pod(annotations=annotated(" " + "a" * 70_000))))
     assert len(status["message"]) < 500
+
+
+def test_with_allowed_audiences_a_single_audience_outside_them_is_denied_listing_what_is_allowed() -> None:
+    contract = Contract(allowed_audiences=("data-store", "*.example.com"))
+    status = denial(admission_review(make_pod(annotations=annotated("data-stor"))), contract)
+    assert status["code"] == 422
+    assert "token-projector.io/audience is 'data-stor'" in status["message"]
+    assert "allowed: data-store, *.example.com" in status["message"]
+    assert patched(admission_review(make_pod(annotations=annotated("vault.example.com"))), contract)
+
+
+def test_allowed_audiences_are_matched_case_sensitively_because_a_tokens_audience_is() -> None:
+    contract = Contract(allowed_audiences=("*.example.com",))
+    status = denial(admission_review(make_pod(annotations=annotated("Vault.Example.COM"))), contract)
+    assert "allowed: *.example.com" in status["message"]
+
+
+def test_a_denied_audience_stays_denied_even_when_a_pattern_allows_it() -> None:
+    contract = Contract(allowed_audiences=("*",))
+    status = denial(admission_review(make_pod(annotations=annotated("https://kubernetes.default.svc"))), contract)
+    assert "API server" in status["message"]
+
+
+def test_an_audience_with_a_comma_is_now_a_list_of_audiences_not_one_audience() -> None:
+    pod = patched(admission_review(make_pod(annotations=annotated("data-store,secret-store"))))
+    audiences = [s["serviceAccountToken"]["audience"] for s in pod["spec"]["volumes"][0]["projected"]["sources"]]
+    assert "data-store,secret-store" not in audiences
+    assert set(audiences) == {"data-store", "secret-store"}

@@ -1,5 +1,6 @@
 """What an annotated Pod gets: the volume, the mounts, the env var, and only as add operations."""
 
+import base64
 import copy
 import re
 
@@ -304,3 +305,24 @@ def test_the_review_never_modifies_the_request_it_is_given() -> None:
     before = copy.deepcopy(body)
     run(body)
     assert body == before
+
+
+ONE_AUDIENCE_PATCH = (
+    b'[{"op":"add","path":"/spec/volumes/-","value":{"name":"audience-token","projected":{"sources":[{"serviceAccount'
+    b'Token":{"audience":"data-store","expirationSeconds":3600,"path":"token"}}]}}},{"op":"add","path":"/spec/containe'
+    b'rs/0/volumeMounts/-","value":{"name":"audience-token","mountPath":"/var/run/secrets/tokens","readOnly":true}},{"o'
+    b'p":"add","path":"/spec/containers/0/env/0","value":{"name":"SERVICE_ACCOUNT_TOKEN_PATH","value":"/var/run/secret'
+    b's/tokens/token"}},{"op":"add","path":"/spec/containers/1/volumeMounts/-","value":{"name":"audience-token","mount'
+    b'Path":"/var/run/secrets/tokens","readOnly":true}},{"op":"add","path":"/spec/containers/1/env","value":[{"name":"'
+    b'SERVICE_ACCOUNT_TOKEN_PATH","value":"/var/run/secrets/tokens/token"}]}]'
+)
+"""The patch token-projector gave the Deployment fixture before a Pod could ask for several audiences."""
+
+
+def test_a_pod_with_one_audience_gets_the_same_patch_byte_for_byte_as_before_audience_lists() -> None:
+    response = run(fixture("deployment-pod-annotated.json")).response["response"]
+    assert base64.b64decode(response["patch"]) == ONE_AUDIENCE_PATCH
+    assert response["auditAnnotations"] == {
+        "injected": "volume=audience-token audience=data-store expirationSeconds=3600 containers=api,metrics-exporter"
+    }
+    assert "SERVICE_ACCOUNT_TOKEN_DIR" not in ONE_AUDIENCE_PATCH.decode(), "no second variable for one audience"

@@ -3,7 +3,8 @@
 For every generated Pod and annotation set: the answer is a well-formed AdmissionReview; a denial
 carries a message; a patch only adds, applies with jsonpatch, keeps every field of the original Pod,
 yields a Pod that passes the Kubernetes schema (strict) and the API server's own rules we depend on,
-and reviewing the patched Pod again yields no patch.
+and reviewing the patched Pod again yields no patch. Pods ask for one to eight audiences (a
+comma-separated list), and the invalid ones include every way a list can be wrong.
 """
 
 import copy
@@ -15,8 +16,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import admission_review, ops_of, run
+from webhook.core.annotations import TokenSpec
 from webhook.core.contract import Contract
 from webhook.core.kubernetes import MIN_EXPIRATION_SECONDS, SERVICE_ACCOUNT_MOUNT_PATH
+from webhook.core.mutation import token_volume
 from webhook.core.wire import Json
 
 CONTRACT = Contract()
@@ -26,22 +29,61 @@ env_name = st.from_regex(r"\A[A-Za-z_][-._A-Za-z0-9]{0,12}\Z")
 paths = st.from_regex(r"\A/[a-z]{1,8}(/[a-z0-9._-]{1,8}){0,2}\Z").filter(
     lambda p: not p.startswith(MOUNT_PATH) and not MOUNT_PATH.startswith(p + "/")
 )
+OUR_ENV_VARS = (CONTRACT.env_var, CONTRACT.dir_env_var)
+SEPARATORS = st.sampled_from([",", ", ", ",  ", ",\t", ",\n"])
+"""White space is allowed after a comma."""
+
+ONE_VALID_AUDIENCE = st.one_of(
+    st.sampled_from(["data-store", "https://secret-store.example.com", "a" * 200, "x.y/z?w=1", "Vault", ".hidden."]),
+    # At most 20 characters: 20 four-byte characters encode to a 240-byte file name, within the kubelet's 255.
+    st.text(min_size=1, max_size=20).filter(
+        lambda a: a == a.strip() and "," not in a and a not in CONTRACT.denied_audiences
+    ),
+)
+VALID_AUDIENCE_LISTS = st.lists(ONE_VALID_AUDIENCE, min_size=1, max_size=CONTRACT.max_audiences, unique=True).filter(
+    # An audience named like the token file must come first, or its file would be the first one's.
+    lambda audiences: CONTRACT.token_file not in audiences[1:]
+)
+
+
+@st.composite
+def joined(draw: st.DrawFn, audiences: st.SearchStrategy[list[str]]) -> str:
+    """A list of audiences as a Pod writes it in the annotation."""
+    drawn = draw(audiences)
+    value = drawn[0]
+    for audience in drawn[1:]:
+        value += draw(SEPARATORS) + audience
+    return value
+
+
+VALID_AUDIENCES = joined(VALID_AUDIENCE_LISTS)
 AUDIENCES = st.one_of(
     st.sampled_from(["data-store", "https://secret-store.example.com", "vault", "a" * 200, "x.y/z?w=1"]),
     st.sampled_from(["", " ", " data-store", "https://kubernetes.default.svc"]),  # invalid
     st.text(min_size=1, max_size=30),
+    VALID_AUDIENCES,
+    st.sampled_from(
+        [
+            "a,,b",  # an empty element
+            ",",
+            "data-store,",
+            "data-store , secret-store",  # white space before a comma
+            "data-store, secret-store ",
+            "data-store, data-store",  # a duplicate
+            ",".join(f"a{i}" for i in range(CONTRACT.max_audiences + 1)),  # too many
+            "data-store, https://kubernetes.default.svc",  # denied
+            "data-store, token",  # its file would be the first one's
+            "data-store, " + "b" * 300,  # a file name too long for the kubelet
+            "data-store, " + "é" * 50,
+        ]
+    ),
+    joined(st.lists(st.text(max_size=12), min_size=2, max_size=10)),
 )
 EXPIRATIONS = st.one_of(
     st.none(),
     st.integers(0, 200_000).map(str),
     st.integers(10**19, 10**25).map(str),
     st.sampled_from(["1h", "-1", "3600.0", "", "+700", "9" * 5000]),
-)
-
-
-VALID_AUDIENCES = st.one_of(
-    st.sampled_from(["data-store", "https://secret-store.example.com", "a" * 200]),
-    st.text(min_size=1, max_size=30).filter(lambda a: a == a.strip() and a not in CONTRACT.denied_audiences),
 )
 
 
@@ -110,25 +152,15 @@ def pods(draw: st.DrawFn, *, valid: bool = False) -> Json:
         annotations[CONTRACT.annotation("skip-containers")] = ",".join(skipped)
     if annotations:
         pod["metadata"]["annotations"] = annotations
-    numeric = expiration is None or re.fullmatch(r"[0-9]+", expiration) is not None
-    if kind_of_extra == "ours" and annotations.get(CONTRACT.annotation("audience")) == "data-store" and numeric:
-        pod["spec"].setdefault("volumes", []).append(
-            {
-                "name": "audience-token",
-                "projected": {
-                    "defaultMode": 420,
-                    "sources": [
-                        {
-                            "serviceAccountToken": {
-                                "audience": "data-store",
-                                "path": "token",
-                                "expirationSeconds": int(expiration or 3600),
-                            }
-                        }
-                    ],
-                },
-            }
-        )
+    # A lifetime our volume can hold: digits, and few enough for int() (see annotations._MAX_DIGITS).
+    numeric = expiration is None or re.fullmatch(r"[0-9]{1,20}", expiration) is not None
+    audience = annotations.get(CONTRACT.annotation("audience"))
+    if kind_of_extra == "ours" and audience is not None and numeric and draw(st.booleans()):
+        # Our volume as an earlier review added it: the Pod is being reviewed again.
+        audiences = tuple(a.lstrip() for a in audience.split(","))
+        ours = token_volume(TokenSpec(audiences, int(expiration or 3600), frozenset()), CONTRACT)
+        ours["projected"]["defaultMode"] = 420  # what the API server defaults in
+        pod["spec"].setdefault("volumes", []).append(ours)
     return pod
 
 
@@ -139,7 +171,7 @@ def container(draw: st.DrawFn, name: str, *, mountable: list[str], init: bool, c
         c["restartPolicy"] = "Always"  # a native sidecar
     env = draw(st.lists(env_name, max_size=3, unique=True))
     if draw(st.integers(0, 5)) == 0:
-        env.append(CONTRACT.env_var)
+        env.append(draw(st.sampled_from(OUR_ENV_VARS)))
     if env:
         c["env"] = [{"name": n, "value": draw(st.text(max_size=8))} for n in dict.fromkeys(env)]
     mounts = draw(
@@ -165,9 +197,23 @@ def api_server_rules_hold(pod: Json) -> None:
         names = [e["name"] for e in c.get("env", [])]
         assert len(names) == len(set(names)), "no duplicate env names"
     for v in pod["spec"].get("volumes", []):
+        token_paths = []
         for source in v.get("projected", {}).get("sources", []):
             if "serviceAccountToken" in source:
                 assert source["serviceAccountToken"].get("expirationSeconds", 3600) >= MIN_EXPIRATION_SECONDS
+                token_paths.append(source["serviceAccountToken"]["path"])
+        kubelet_writes(token_paths)
+
+
+def kubelet_writes(paths: list[str]) -> None:
+    """The kubelet's atomic writer can write every path (the API server checks only some of this)."""
+    assert len({p.casefold() for p in paths}) == len(paths), "no two token files are one file"
+    for path in paths:
+        parts = path.split("/")
+        assert not path.startswith("/"), path
+        assert ".." not in parts, path
+        assert not parts[0].startswith(".."), path
+        assert all(0 < len(part.encode()) <= 255 for part in parts), path
 
 
 def original_fields_kept(original: Json, patched: Json) -> None:
@@ -187,7 +233,10 @@ def original_fields_kept(original: Json, patched: Json) -> None:
             }
             assert a.get("volumeMounts", [])[: len(b.get("volumeMounts", []))] == b.get("volumeMounts", [])
             env_before, env_after = b.get("env", []), a.get("env", [])
-            assert env_after in (env_before, [*env_after[:1], *env_before]), "ours is prepended, nothing else changes"
+            added = len(env_after) - len(env_before)
+            assert 0 <= added <= len(OUR_ENV_VARS), "at most our env vars are added"
+            assert env_after[added:] == env_before, "ours are prepended, nothing else changes"
+            assert all(e["name"] in OUR_ENV_VARS for e in env_after[:added])
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -233,18 +282,33 @@ def check_patch(pod: Json, ops: list[Json], *, version: str) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(pods(valid=True))
-def test_an_annotated_pod_that_is_allowed_has_the_token_in_every_container_not_skipped(pod: Json) -> None:
+def test_an_annotated_pod_that_is_allowed_has_every_token_in_every_container_not_skipped(pod: Json) -> None:
     response = run(admission_review(pod)).response["response"]
-    audience = pod["metadata"].get("annotations", {}).get(CONTRACT.annotation("audience"))
-    if not response["allowed"] or audience is None:
+    annotation = pod["metadata"].get("annotations", {}).get(CONTRACT.annotation("audience"))
+    if not response["allowed"] or annotation is None:
         return
+    audiences = [a.lstrip() for a in annotation.split(",")]
+    several = len(audiences) > 1
+    event(f"{len(audiences)} audience(s)")
     patched = jsonpatch.apply_patch(copy.deepcopy(pod), ops_of(run(admission_review(pod))))
     skipped = {
         s.strip() for s in pod["metadata"]["annotations"].get(CONTRACT.annotation("skip-containers"), "").split(",")
     }
+    wanted_env = {CONTRACT.env_var, CONTRACT.dir_env_var} if several else {CONTRACT.env_var}
+    originals = {c["name"]: c for c in pod["spec"]["containers"] + pod["spec"].get("initContainers", [])}
     for c in patched["spec"]["containers"] + patched["spec"].get("initContainers", []):
         has_mount = {"name": "audience-token", "mountPath": MOUNT_PATH, "readOnly": True} in c.get("volumeMounts", [])
-        has_env = any(e["name"] == CONTRACT.env_var for e in c.get("env", []))
-        assert (has_mount and has_env) is (c["name"] not in skipped), c["name"]
+        names = {e["name"] for e in c.get("env", [])}
+        assert (has_mount and wanted_env <= names) is (c["name"] not in skipped), c["name"]
+        added = names - {e["name"] for e in originals[c["name"]].get("env", [])}
+        assert added <= wanted_env, "a one-audience Pod gets no directory variable"
     token = next(v for v in patched["spec"]["volumes"] if v["name"] == "audience-token")
-    assert token["projected"]["sources"][0]["serviceAccountToken"]["audience"] == audience
+    sources = [s["serviceAccountToken"] for s in token["projected"]["sources"]]
+    assert (sources[0]["audience"], sources[0]["path"]) == (audiences[0], CONTRACT.token_file), "the primary stays"
+    assert {s["audience"] for s in sources} == set(audiences)
+    assert {s["expirationSeconds"] for s in sources} == {sources[0]["expirationSeconds"]}, "one expiration for all"
+    if several:
+        files = {(s["audience"], f"{MOUNT_PATH}/{s['path']}") for s in sources}
+        assert all((a, CONTRACT.audience_token_path(a)) in files for a in audiences), "each found by the rule"
+    else:
+        assert len(sources) == 1

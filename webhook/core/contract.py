@@ -5,6 +5,12 @@ server, in :mod:`webhook.server.settings`). From that one definition the command
 (:mod:`webhook.cli.options`) makes the flag (``--volume-name``), the environment variable
 (``TOKEN_PROJECTOR_VOLUME_NAME``), ``--help`` and the README's settings table (a test keeps the
 README in step). Nothing here parses flags or reads the environment: the core imports this module.
+
+It also holds the one rule that says where each audience's token file is in a Pod that asks for
+several audiences (:func:`audience_file_name`): the mutation writes the files by it, the annotation
+parser refuses what it cannot place, and ``audience_token.TokenFile(audience=...)`` (which may not
+import this package) implements the same rule, checked against the examples in
+docs/multiple-audiences.md.
 """
 
 import posixpath
@@ -31,6 +37,16 @@ LegacyTokenScope = Literal["annotated", "all"]
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+MAX_FILE_NAME_BYTES = 255
+"""The kubelet's atomic writer refuses a longer file name in a projected volume (maxFileNameLength in
+pkg/volume/util/atomic_writer.go); the API server does not check it, so the Pod would be stored and
+then never start."""
+
+_KEPT_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-_.")
+_DOT = ord(".")
+_KEPT_AS_IS = re.compile(r"[a-z0-9_-]([a-z0-9._-]*[a-z0-9_-])?")
+"""An audience that is its own file name: most are (``data-store``), and a regex says so at C speed."""
 
 
 def setting(default: Any, help: str) -> Any:
@@ -59,7 +75,7 @@ class Contract:
 
     annotation_prefix: str = setting(
         "token-projector.io",
-        "Prefix of the Pod annotations: PREFIX/audience opts a Pod in, "
+        "Prefix of the Pod annotations: PREFIX/audience (one audience or a comma-separated list) opts a Pod in, "
         "PREFIX/expiration-seconds and PREFIX/skip-containers tune it.",
     )
     volume_name: str = setting("audience-token", "Name of the projected token volume added to the Pod.")
@@ -67,7 +83,15 @@ class Contract:
         "/var/run/secrets/tokens", "Where the token volume is mounted, read-only, in each container."
     )
     token_file: str = setting("token", "File name of the token inside the mounted volume.")
-    env_var: str = setting("SERVICE_ACCOUNT_TOKEN_PATH", "Environment variable that holds the token file's full path.")
+    env_var: str = setting(
+        "SERVICE_ACCOUNT_TOKEN_PATH",
+        "Environment variable that holds the token file's full path (the first audience's, when there are several).",
+    )
+    dir_env_var: str = setting(
+        "SERVICE_ACCOUNT_TOKEN_DIR",
+        "Environment variable that holds the token directory (the mount path), set only in Pods with several "
+        "audiences: each audience's token is there in a file named after it (docs/multiple-audiences.md).",
+    )
     default_expiration_seconds: int = setting(
         3600, "Token lifetime when the Pod does not set PREFIX/expiration-seconds."
     )
@@ -85,6 +109,14 @@ class Contract:
         ),
         "Audiences a Pod may not ask for (comma-separated): the API server's own, because a token "
         "for them is a Kubernetes API credential, which is not what this webhook hands out.",
+    )
+    allowed_audiences: tuple[str, ...] = setting(
+        (),
+        "Glob patterns (comma-separated, case-sensitive) of the audiences a Pod may ask for; empty: any audience "
+        "that is not denied. A typo such as data-stor is then refused at admission, not met as a 401 later.",
+    )
+    max_audiences: int = setting(
+        8, "Most audiences one Pod may list: each one is a token the kubelet requests and rotates for the Pod."
     )
     legacy_token_policy: LegacyTokenPolicy = setting(
         "deny",
@@ -117,6 +149,16 @@ class Contract:
             bad_setting("token_file", self.token_file, allowed="a relative path without '..'")
         if not _ENV_NAME.match(self.env_var):
             bad_setting("env_var", self.env_var, allowed="an environment variable name ([A-Za-z_][A-Za-z0-9_]*)")
+        if not _ENV_NAME.match(self.dir_env_var) or self.dir_env_var == self.env_var:
+            bad_setting(
+                "dir_env_var",
+                self.dir_env_var,
+                allowed=f"an environment variable name ([A-Za-z_][A-Za-z0-9_]*) other than env_var ({self.env_var})",
+            )
+        if self.max_audiences < 1:
+            bad_setting("max_audiences", self.max_audiences, allowed="a whole number of at least 1")
+        if any(not pattern or "," in pattern for pattern in self.allowed_audiences):
+            bad_setting("allowed_audiences", ",".join(self.allowed_audiences), allowed="non-empty glob patterns")
         if not MIN_EXPIRATION_SECONDS <= self.max_expiration_seconds <= MAX_EXPIRATION_SECONDS_LIMIT:
             bad_setting(
                 "max_expiration_seconds",
@@ -149,3 +191,80 @@ class Contract:
     def token_path(self) -> str:
         """The token file's path inside each container: the env var's value."""
         return posixpath.join(self.mount_path, self.token_file)
+
+    @cached_property
+    def token_dir(self) -> str:
+        """The token directory inside each container (the mount path): the value of ``dir_env_var``."""
+        return self.mount_path.rstrip("/")
+
+    def audience_token_path(self, audience: str) -> str:
+        """Where ``audience``'s token is inside each container of a Pod that asks for several audiences."""
+        return f"{self.token_dir}/{audience_file_name(audience)}"
+
+    def token_files(self, audiences: tuple[str, ...]) -> list[tuple[str, str]]:
+        """The volume's token files for ``audiences`` (the Pod's order), as (audience, path in the volume).
+
+        One audience: its token at ``token_file``, as it always was. Several: the first (the primary)
+        at ``token_file`` too, where ``env_var`` points, and then every audience, the primary
+        included, in the file named by :func:`audience_file_name`, so that each can be found from its
+        audience alone. The primary's two files are two sources with equal audience, expiration and
+        binding, which the kubelet serves from one cached token (docs/multiple-audiences.md).
+        """
+        primary = audiences[0]
+        files = [(primary, self.token_file)]
+        if len(audiences) > 1:
+            for audience in audiences:
+                name = audience_file_name(audience)
+                if audience != primary or name != self.token_file:
+                    files.append((audience, name))
+        return files
+
+    def colliding_files(self, files: list[tuple[str, str]]) -> tuple[tuple[str, str], tuple[str, str]] | None:
+        """Two of ``files`` (as ``token_files`` gives them) that cannot both be written, or ``None``.
+
+        Paths collide when they are equal ignoring case (a Windows node's file system ignores it),
+        or when one is a directory of the other: ``token_file`` may have a directory part, and a file
+        and a directory of one name cannot both exist, even for one audience's two files. The first
+        file is ``token_file``; the others are names by the rule, which hold no ``/``.
+        """
+        primary = files[0]
+        seen: dict[str, tuple[str, str]] = {}
+        for file in files[1:]:
+            folded = file[1].casefold()
+            if (folded == self._token_file_folded and file[0] != primary[0]) or folded in self._token_file_dirs:
+                return primary, file
+            # By the rule, distinct audiences never share a name; this is the belt to its braces.
+            other = seen.setdefault(folded, file)
+            if other is not file:
+                return other, file
+        return None
+
+    @cached_property
+    def _token_file_folded(self) -> str:
+        return posixpath.normpath(self.token_file).casefold()
+
+    @cached_property
+    def _token_file_dirs(self) -> frozenset[str]:
+        parts = self._token_file_folded.split("/")
+        return frozenset("/".join(parts[:i]) for i in range(1, len(parts)))
+
+
+def audience_file_name(audience: str) -> str:
+    """The file name of ``audience``'s token in a Pod with several audiences: the rule, defined once.
+
+    Percent-encoding of the audience's UTF-8 bytes: lower-case ASCII letters, digits, ``-``, ``_``
+    and ``.`` stay as they are; every other byte becomes ``%XX`` (upper-case hex), and so does a
+    ``.`` that begins or ends the name. So ``data-store`` stays ``data-store`` and
+    ``https://vault.example.com`` is ``https%3A%2F%2Fvault.example.com``. It is injective (percent-
+    decoding gives the audience back), even on a case-insensitive file system (upper-case letters
+    are encoded, and only hex digits are upper-case); a name never holds ``/``, never is ``.`` or
+    ``..``, never starts with the kubelet's reserved ``..`` nor ends with a dot that Windows drops.
+    """
+    if _KEPT_AS_IS.fullmatch(audience):
+        return audience
+    data = audience.encode("utf-8", "surrogatepass")
+    last = len(data) - 1
+    return "".join(
+        chr(byte) if byte in _KEPT_BYTES and not (byte == _DOT and (i == 0 or i == last)) else f"%{byte:02X}"
+        for i, byte in enumerate(data)
+    )

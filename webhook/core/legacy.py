@@ -66,36 +66,41 @@ def find_api_token_volumes(pod: Json) -> list[str]:
     ]
 
 
-def apply_policy(pod: Json, *, audience: str | None, contract: Contract) -> list[str]:
-    """Apply the legacy-token policy to ``pod``; ``audience`` is ``None`` for a Pod that did not opt in.
+def apply_policy(pod: Json, *, audiences: tuple[str, ...] | None, contract: Contract) -> list[str]:
+    """Apply the legacy-token policy to ``pod``; ``audiences`` is ``None`` for a Pod that did not opt in.
 
     Raises ``Denied`` when the policy refuses the Pod; otherwise returns the warnings to attach.
     """
-    in_scope = audience is not None or contract.legacy_token_scope == "all"
+    in_scope = audiences is not None or contract.legacy_token_scope == "all"
     warnings: list[str] = []
     if in_scope and contract.legacy_token_policy != "off":
         legacy = find_legacy_tokens(pod)
         if legacy and contract.legacy_token_policy == "deny":
-            raise Denied(_legacy_message(legacy, audience=audience, contract=contract))
+            raise Denied(_legacy_message(legacy, audiences=audiences, contract=contract))
         warnings += [
             f"volume {token.volume!r} carries the legacy service account token Secret {token.secret!r}, "
             "which never expires; remove it (see token-projector's README)"
             for token in legacy
         ]
-    if audience is not None and contract.strict:
+    if audiences is not None and contract.strict:
         api_volumes = find_api_token_volumes(pod)
         if api_volumes:
             raise Denied(
                 f"Pod still automounts the Kubernetes API token (volume {', '.join(map(repr, api_volumes))}), "
                 f"and this cluster's token-projector runs in strict mode: a Pod that asks for an audience "
                 f"token should not also hold an API credential. Fix: set automountServiceAccountToken: false "
-                f"in the Pod spec (or on its ServiceAccount); the {audience!r} token stays at "
-                f"{contract.token_path}."
+                f"in the Pod spec (or on its ServiceAccount); {_tokens_stay(audiences, contract)}."
             )
     return warnings
 
 
-def _legacy_message(legacy: list[LegacyToken], *, audience: str | None, contract: Contract) -> str:
+def _tokens_stay(audiences: tuple[str, ...], contract: Contract) -> str:
+    if len(audiences) == 1:
+        return f"the {audiences[0]!r} token stays at {contract.token_path}"
+    return f"the tokens for {', '.join(map(repr, audiences))} stay in {contract.token_dir}"
+
+
+def _legacy_message(legacy: list[LegacyToken], *, audiences: tuple[str, ...] | None, contract: Contract) -> str:
     described = []
     for token in legacy:
         where = (
@@ -109,11 +114,13 @@ def _legacy_message(legacy: list[LegacyToken], *, audience: str | None, contract
         "Fix: remove the volume and its volumeMounts; if it was mounted automatically, set "
         "automountServiceAccountToken: false on the Pod or its ServiceAccount."
     )
-    instead = (
-        f" Once fixed, the Pod gets its {audience!r} token at {contract.token_path}."
-        if audience is not None
-        else f" For service-to-service calls, annotate the Pod with {contract.annotation(AUDIENCE_KEY)}: <audience>."
-    )
+    if audiences is None:
+        opt_in = contract.annotation(AUDIENCE_KEY)
+        instead = f" For service-to-service calls, annotate the Pod with {opt_in}: <audience>."
+    elif len(audiences) == 1:
+        instead = f" Once fixed, the Pod gets its {audiences[0]!r} token at {contract.token_path}."
+    else:
+        instead = f" Once fixed, the Pod gets its tokens for {', '.join(map(repr, audiences))} in {contract.token_dir}."
     return (
         f"Pod uses a legacy service account token: {'; '.join(described)}. Legacy tokens never expire "
         "and are not bound to an audience, so anyone who reads one can replay it anywhere. " + fix + instead

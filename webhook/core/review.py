@@ -7,6 +7,7 @@ all call ``review_body`` (or ``review``, given a decoded body) and nothing below
 """
 
 import base64
+from collections.abc import Container
 from typing import Any, NamedTuple, cast
 
 import orjson
@@ -51,10 +52,30 @@ class Reviewed(NamedTuple):
 
 def review_body(raw: bytes, contract: Contract) -> Reviewed:
     """Answer one AdmissionReview as it came over the wire; raises ``InvalidReview`` when it is not one."""
-    return review(decode(raw), contract, absent=absent_names(raw, (contract.env_var,)))
+    return review(decode(raw), contract, absent=AbsentFrom(raw))
 
 
-def review(body: object, contract: Contract, *, absent: frozenset[str] = frozenset()) -> Reviewed:
+class AbsentFrom:
+    """``name in absent`` as ``absent_names`` answers it for ``raw``, each name searched for when first asked.
+
+    A search of a large body costs as much as a tenth of its review, and only a Pod with several
+    audiences asks about the second env var: asking on demand keeps a one-audience Pod at one search.
+    """
+
+    __slots__ = ("_answers", "_raw")
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = raw
+        self._answers: dict[object, bool] = {}
+
+    def __contains__(self, name: object) -> bool:
+        answer = self._answers.get(name)
+        if answer is None:
+            answer = self._answers[name] = isinstance(name, str) and bool(absent_names(self._raw, (name,)))
+        return answer
+
+
+def review(body: object, contract: Contract, *, absent: Container[str] = frozenset()) -> Reviewed:
     """Answer one decoded AdmissionReview; raises ``InvalidReview`` when ``body`` is not one.
 
     ``absent`` holds names known to occur nowhere in ``body`` (see ``webhook.core.document``), which
@@ -104,7 +125,7 @@ def _mutate(
     *,
     uid: str,
     contract: Contract,
-    absent: frozenset[str],
+    absent: Container[str],
 ) -> tuple[Outcome, AdmissionResponse]:
     """The outcome and the allowing response for an admissible Pod; raises ``Denied`` otherwise."""
     response: AdmissionResponse = {"uid": uid, "allowed": True}
@@ -113,19 +134,20 @@ def _mutate(
         f"annotation {key} is not one token-projector knows and was ignored"
         for key in unknown_annotations(annotations, contract)
     ]
-    legacy = apply_policy(pod, audience=spec.audience if spec else None, contract=contract)
+    legacy = apply_policy(pod, audiences=spec.audiences if spec else None, contract=contract)
     warnings += legacy
     if legacy:
         response["auditAnnotations"] = {AUDIT_LEGACY_TOKEN: "warned: " + "; ".join(legacy)}
     outcome: Outcome = "unchanged"
     if spec is not None:
-        injection = plan_injection(pod, spec, contract=contract, env_var_absent=contract.env_var in absent)
+        injection = plan_injection(pod, spec, contract=contract, absent=absent)
         warnings += injection.warnings
         if injection.ops:
             response["patchType"] = "JSONPatch"
             response["patch"] = base64.b64encode(orjson.dumps(injection.ops)).decode("ascii")
             response.setdefault("auditAnnotations", {})[AUDIT_INJECTED] = (
-                f"volume={contract.volume_name} audience={spec.audience} "
+                # Every audience, comma-separated as in the annotation (an audience holds no comma).
+                f"volume={contract.volume_name} audience={','.join(spec.audiences)} "
                 f"expirationSeconds={spec.expiration_seconds} containers={','.join(injection.containers) or '-'}"
             )
             outcome = "mutated"

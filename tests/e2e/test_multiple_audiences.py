@@ -1,0 +1,142 @@
+"""Several audiences in one Pod, against the real kube-apiserver with token-projector registered.
+
+The Pod is created through the API server, which calls the webhook and stores what it patched. No
+kubelet runs here, so each token is requested the way the kubelet requests it for a projected
+source (pkg/volume/projected/projected.go): for the Pod's ServiceAccount, with the source's one
+audience and expiration, bound to the Pod. Each must pass a TokenReview for its own audience only.
+"""
+
+import base64
+import json
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import ApiError, ControlPlane, Registered
+from tests.e2e.pods import TOKEN_MOUNT, annotated, token_volumes
+
+pytestmark = pytest.mark.e2e
+
+PATH_ENV = {"name": "SERVICE_ACCOUNT_TOKEN_PATH", "value": "/var/run/secrets/tokens/token"}
+DIR_ENV = {"name": "SERVICE_ACCOUNT_TOKEN_DIR", "value": "/var/run/secrets/tokens"}
+
+
+def source(audience: str, path: str) -> dict[str, Any]:
+    return {"serviceAccountToken": {"audience": audience, "expirationSeconds": 3600, "path": path}}
+
+
+def token_for(control_plane: ControlPlane, namespace: str, stored: dict[str, Any], *, token: dict[str, Any]) -> str:
+    """A token for one projected source of ``stored``, requested as the kubelet requests it."""
+    answer = control_plane.request(
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/{stored['spec']['serviceAccountName']}/token",
+        body={
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "audiences": [token["audience"]],
+                "expirationSeconds": token["expirationSeconds"],
+                "boundObjectRef": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": stored["metadata"]["name"],
+                    "uid": stored["metadata"]["uid"],
+                },
+            },
+        },
+    )
+    value: str = answer["status"]["token"]
+    return value
+
+
+def authenticated(control_plane: ControlPlane, token: str, *, audience: str) -> bool:
+    status = control_plane.request(
+        "POST",
+        "/apis/authentication.k8s.io/v1/tokenreviews",
+        body={
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token, "audiences": [audience]},
+        },
+    )["status"]
+    return status.get("authenticated") is True and status.get("audiences") == [audience]
+
+
+def audiences_claim(token: str) -> list[str]:
+    payload = token.split(".")[1]
+    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return list(claims["aud"])
+
+
+@pytest.fixture
+def stored_pod(registered: Registered, control_plane: ControlPlane) -> tuple[str, dict[str, Any]]:
+    """A Pod asking for data-store and secret-store tokens, as the API server stored it: (namespace, Pod)."""
+    namespace = control_plane.namespace()
+    return namespace, control_plane.create_pod(namespace, annotated(audience="data-store, secret-store"))
+
+
+def test_a_pod_with_two_audiences_is_stored_with_a_source_per_audience_and_both_variables(
+    stored_pod: tuple[str, dict[str, Any]],
+) -> None:
+    _, stored = stored_pod
+    assert token_volumes(stored) == [
+        {
+            "name": "audience-token",
+            "projected": {
+                "defaultMode": 420,
+                "sources": [
+                    source("data-store", "token"),
+                    source("data-store", "data-store"),
+                    source("secret-store", "secret-store"),
+                ],
+            },
+        }
+    ]
+    container = stored["spec"]["containers"][0]
+    assert [m for m in container["volumeMounts"] if m["name"] == "audience-token"] == [TOKEN_MOUNT]
+    assert container["env"] == [PATH_ENV, DIR_ENV]
+
+
+def test_each_sources_token_passes_a_review_for_its_own_audience_and_fails_one_for_the_other(
+    stored_pod: tuple[str, dict[str, Any]], control_plane: ControlPlane
+) -> None:
+    namespace, stored = stored_pod
+    tokens = {
+        s["serviceAccountToken"]["audience"]: token_for(
+            control_plane, namespace, stored, token=s["serviceAccountToken"]
+        )
+        for s in token_volumes(stored)[0]["projected"]["sources"]
+    }
+    assert set(tokens) == {"data-store", "secret-store"}
+    for audience, other in (("data-store", "secret-store"), ("secret-store", "data-store")):
+        assert audiences_claim(tokens[audience]) == [audience], "one audience per token: no replay to the other"
+        assert authenticated(control_plane, tokens[audience], audience=audience)
+        assert not authenticated(control_plane, tokens[audience], audience=other)
+
+
+def test_the_api_server_accepts_the_file_of_an_audience_that_is_a_url(
+    registered: Registered, control_plane: ControlPlane
+) -> None:
+    namespace = control_plane.namespace()
+    audience = "https://secret-store.example.com:8200/v1"
+    stored = control_plane.create_pod(namespace, annotated(audience=f"data-store, {audience}"))
+    sources = [s["serviceAccountToken"] for s in token_volumes(stored)[0]["projected"]["sources"]]
+    assert sources[-1] == {
+        "audience": audience,
+        "expirationSeconds": 3600,
+        "path": "https%3A%2F%2Fsecret-store.example.com%3A8200%2Fv1",
+    }
+    token = token_for(control_plane, namespace, stored, token=sources[-1])
+    assert authenticated(control_plane, token, audience=audience)
+    assert not authenticated(control_plane, token, audience="data-store")
+
+
+def test_a_list_naming_an_audience_twice_is_refused_with_our_message(
+    registered: Registered, control_plane: ControlPlane
+) -> None:
+    namespace = control_plane.namespace()
+    with pytest.raises(ApiError) as raised:
+        control_plane.create_pod(namespace, annotated(audience="data-store, secret-store, data-store"))
+    assert raised.value.status == 422
+    assert "annotation token-projector.io/audience is 'data-store, secret-store, data-store'" in raised.value.message
+    assert "'data-store' is listed twice" in raised.value.message
