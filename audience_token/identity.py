@@ -16,6 +16,8 @@ from typing import Final
 from audience_token.errors import ConfigError
 
 SERVICE_ACCOUNT_PREFIX: Final = "system:serviceaccount:"
+LEGACY_ISSUER: Final = "kubernetes/serviceaccount"
+"""The issuer of the never-expiring tokens kept in ``kubernetes.io/service-account-token`` Secrets."""
 WILDCARD: Final = "*"
 
 # The keys kube-apiserver puts in a TokenReview's status.user.extra for a Pod-bound token.
@@ -93,16 +95,29 @@ class Identity:
         uid = user.get("uid")
         raw_groups = user.get("groups")
         groups = tuple(g for g in raw_groups if isinstance(g, str)) if isinstance(raw_groups, list) else ()
-        extra = _extra(user.get("extra"))
+        return cls.with_extra(
+            parsed, uid=uid if isinstance(uid, str) else "", groups=groups, extra=_extra(user.get("extra"))
+        )
+
+    @classmethod
+    def with_extra(
+        cls,
+        account: tuple[str, str],
+        *,
+        uid: str,
+        groups: tuple[str, ...],
+        extra: Mapping[str, tuple[str, ...]],
+    ) -> Identity:
+        """The identity of ``account`` (namespace, name); the Pod, node and credential id read from ``extra``."""
 
         def first(key: str) -> str | None:
             values = extra.get(key, ())
             return values[0] if values else None
 
         return cls(
-            namespace=parsed[0],
-            service_account=parsed[1],
-            uid=uid if isinstance(uid, str) else "",
+            namespace=account[0],
+            service_account=account[1],
+            uid=uid,
             pod_name=first(EXTRA_POD_NAME),
             pod_uid=first(EXTRA_POD_UID),
             node_name=first(EXTRA_NODE_NAME),

@@ -10,16 +10,14 @@ A summary holds claims only: the signature and the token itself are never kept o
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-LEGACY_ISSUER: Final = "kubernetes/serviceaccount"
-"""The issuer of the never-expiring tokens kept in ``kubernetes.io/service-account-token`` Secrets."""
+from audience_token.identity import LEGACY_ISSUER, SERVICE_ACCOUNT_PREFIX
+from audience_token.precheck import MAX_TOKEN_LENGTH, decode_segment
 
 API_SERVER_AUDIENCES: Final = frozenset(
     {
@@ -35,8 +33,6 @@ API_SERVER_AUDIENCES: Final = frozenset(
 A token for one of them, or for its own issuer, is a credential for the Kubernetes API itself.
 """
 
-MAX_TOKEN_CHARS: Final = 16 * 1024
-_SERVICE_ACCOUNT_PREFIX: Final = "system:serviceaccount:"
 _LEGACY_CLAIM: Final = "kubernetes.io/serviceaccount/"
 
 Kind = Literal["projected", "legacy", "api-server"]
@@ -87,7 +83,7 @@ def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(header, claims)`` of a compact JWS, unverified; raises :class:`NotAJwt` saying why not."""
     if not token:
         raise NotAJwt("the input is empty")
-    if len(token) > MAX_TOKEN_CHARS:
+    if len(token) > MAX_TOKEN_LENGTH:
         raise NotAJwt(f"the input is {len(token)} characters long; a service account token is far shorter")
     if not token.isascii():
         raise NotAJwt("the input is not ASCII, so it is not a JWT")
@@ -103,9 +99,8 @@ def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 def _json_part(part: str, what: str) -> dict[str, Any]:
     try:
-        raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-        value = json.loads(raw)
-    except (binascii.Error, ValueError):
+        value = json.loads(decode_segment(part))
+    except ValueError:
         raise NotAJwt(f"the JWT's {what} is not base64url-encoded JSON") from None
     if not isinstance(value, dict):
         raise NotAJwt(f"the JWT's {what} is JSON but not an object")
@@ -179,8 +174,8 @@ def _notes(
         notes.append("It has EXPIRED: a receiver refuses it. The kubelet rotates a projected token; re-read the file.")
     if not_before is not None and not_before > now:
         notes.append("It is not valid yet (nbf is in the future): check the clocks.")
-    if subject is not None and not subject.startswith(_SERVICE_ACCOUNT_PREFIX):
-        notes.append(f"Its subject is not a service account ({_SERVICE_ACCOUNT_PREFIX}NS:NAME).")
+    if subject is not None and not subject.startswith(SERVICE_ACCOUNT_PREFIX):
+        notes.append(f"Its subject is not a service account ({SERVICE_ACCOUNT_PREFIX}NS:NAME).")
     return tuple(notes)
 
 

@@ -43,6 +43,7 @@ from audience_token.identity import (
     EXTRA_NODE_UID,
     EXTRA_POD_NAME,
     EXTRA_POD_UID,
+    LEGACY_ISSUER,
     AllowList,
     Identity,
     parse_service_account_username,
@@ -50,10 +51,9 @@ from audience_token.identity import (
 from audience_token.jwks import ALGORITHMS, KeySet, KeySource, import_jwt
 from audience_token.kube import Credentials
 from audience_token.precheck import audiences_of, check_length, precheck
+from audience_token.shown import shown
 
-LEGACY_ISSUER: Final = "kubernetes/serviceaccount"
 REQUIRED_CLAIMS: Final = ("exp", "iat", "iss", "aud", "sub")
-_SHOWN: Final = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +73,6 @@ class OfflineSettings:
             raise ConfigError(f"leeway must be 0 to 300 seconds, not {self.leeway}")
         if self.timeout <= 0 or self.min_refresh_interval < 0 or self.refresh_every < self.min_refresh_interval:
             raise ConfigError("timeout must be over 0 s and refresh_every at least min_refresh_interval (>= 0 s)")
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= _SHOWN else f"{text[:_SHOWN]}... ({len(text)} characters)"
 
 
 class OfflineVerifier:
@@ -155,7 +150,7 @@ class OfflineVerifier:
         algorithm, kid = header.get("alg"), header.get("kid")
         if algorithm not in ALGORITHMS:
             raise Unauthenticated(
-                f"the token is signed with {_shown(algorithm)}; service account tokens use one of {sorted(ALGORITHMS)}",
+                f"the token is signed with {shown(algorithm)}; service account tokens use one of {sorted(ALGORITHMS)}",
                 reason=INVALID,
             )
         keyset = await self._keys.keys(kid if isinstance(kid, str) else None)
@@ -218,15 +213,15 @@ class OfflineVerifier:
             )
         if isinstance(error, jwt.InvalidAudienceError):
             minted_for = audiences_of(claims)
-            shown = ", ".join(_shown(a) for a in minted_for[:5]) or "none"
+            listed = ", ".join(shown(a) for a in minted_for[:5]) or "none"
             return Unauthenticated(
-                f"the token is for audience [{shown}], not {self.audience!r}: the caller's Pod must be given a token "
+                f"the token is for audience [{listed}], not {self.audience!r}: the caller's Pod must be given a token "
                 f"for audience {self.audience!r} (annotation token-projector.io/audience: {self.audience})",
                 reason=WRONG_AUDIENCE,
             )
         if isinstance(error, jwt.InvalidIssuerError):
             return Unauthenticated(
-                f"the token was issued by {_shown(claims.get('iss'))}, not by this cluster ({keyset.issuer!r})",
+                f"the token was issued by {shown(claims.get('iss'))}, not by this cluster ({keyset.issuer!r})",
                 reason=INVALID,
             )
         if isinstance(error, jwt.ImmatureSignatureError):
@@ -245,7 +240,7 @@ class OfflineVerifier:
         parsed = parse_service_account_username(subject) if isinstance(subject, str) else None
         if parsed is None:
             raise Unauthenticated(
-                f"the token's subject {_shown(subject)} is not a service account "
+                f"the token's subject {shown(subject)} is not a service account "
                 "(system:serviceaccount:NAMESPACE:NAME); send a Pod's audience token instead",
                 reason=NOT_A_SERVICE_ACCOUNT,
             )
@@ -284,19 +279,9 @@ def _identity(parsed: tuple[str, str], payload: Mapping[str, Any]) -> Identity |
         if isinstance(value, str) and value:
             extra[key] = (value,)
     uid = account.get("uid")
-
-    def first(key: str) -> str | None:
-        return extra[key][0] if key in extra else None
-
-    return Identity(
-        namespace=namespace,
-        service_account=name,
+    return Identity.with_extra(
+        parsed,
         uid=uid if isinstance(uid, str) else "",
-        pod_name=first(EXTRA_POD_NAME),
-        pod_uid=first(EXTRA_POD_UID),
-        node_name=first(EXTRA_NODE_NAME),
-        node_uid=first(EXTRA_NODE_UID),
-        credential_id=first(EXTRA_CREDENTIAL_ID),
         groups=("system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"),
         extra=MappingProxyType(extra),
     )

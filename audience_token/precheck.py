@@ -12,7 +12,6 @@ Messages describe the token's shape, never its content.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
 from collections.abc import Mapping
@@ -45,20 +44,14 @@ def check_length(token: object) -> str:
     return token
 
 
-def _decode_part(part: str) -> bytes | None:
-    if len(part) % 4 == 1:
-        return None
-    try:
-        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-    except (binascii.Error, ValueError):
-        return None
+def decode_segment(part: str) -> bytes:
+    """The bytes of one dot-separated part of a JWT (base64url, unpadded); ValueError if it is not base64url."""
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))  # binascii.Error is a ValueError
 
 
-def _json_object(raw: bytes | None) -> dict[str, Any] | None:
-    if raw is None:
-        return None
+def _json_object(part: str) -> dict[str, Any] | None:
     try:
-        value = json.loads(raw)
+        value = json.loads(decode_segment(part))
     except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
@@ -77,12 +70,14 @@ def precheck(token: object) -> Mapping[str, Any]:
             if _PART.fullmatch(part) is None:
                 raise malformed(f"its {name} part is not base64url (A-Z, a-z, 0-9, '-', '_', no padding)")
     header_part, payload_part, signature_part = text.split(".")
-    if _decode_part(signature_part) is None:
-        raise malformed("its signature part is not valid base64url")
-    header = _json_object(_decode_part(header_part))
+    try:
+        decode_segment(signature_part)
+    except ValueError:
+        raise malformed("its signature part is not valid base64url") from None
+    header = _json_object(header_part)
     if header is None or not isinstance(header.get("alg"), str):
         raise malformed("its header part is not a JSON object with an 'alg'")
-    claims = _json_object(_decode_part(payload_part))
+    claims = _json_object(payload_part)
     if claims is None:
         raise malformed("its payload part is not a JSON object")
     return claims

@@ -40,24 +40,13 @@ from audience_token.errors import (
 from audience_token.identity import AllowList, Identity
 from audience_token.kube import Answer, Credentials, KubeApi
 from audience_token.precheck import audiences_of, check_length, expiry_of, precheck
+from audience_token.shown import shown, shown_list
 
 log = logging.getLogger("audience_token")
 
 TOKENREVIEWS: Final = "/apis/authentication.k8s.io/v1/tokenreviews"
 PERMISSION: Final = "`create` on `tokenreviews.authentication.k8s.io`"
 CLUSTER_ROLE: Final = "audience-token-reviewer"
-_SHOWN: Final = 60
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= _SHOWN else f"{text[:_SHOWN]}... ({len(text)} characters)"
-
-
-def _shown_list(values: Iterable[str]) -> str:
-    items = list(values)
-    shown = ", ".join(_shown(v) for v in items[:5])
-    return f"[{shown}{', ...' if len(items) > 5 else ''}]"
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +225,7 @@ class TokenReviewer:
             return self._not_authenticated(claims, status.get("error"))
         audiences = status.get("audiences")
         if not isinstance(audiences, list) or self.audience not in audiences:
-            reported = _shown_list(a for a in audiences or () if isinstance(a, str))
+            reported = shown_list(a for a in audiences or () if isinstance(a, str))
             return _Refusal(
                 Unauthenticated,
                 f"the API server authenticated the token but not for audience {self.audience!r} "
@@ -249,7 +238,7 @@ class TokenReviewer:
             username = user.get("username") if isinstance(user, dict) else None
             return _Refusal(
                 Unauthenticated,
-                f"the token authenticates {_shown(username)}, which is not a service account "
+                f"the token authenticates {shown(username)}, which is not a service account "
                 "(system:serviceaccount:NAMESPACE:NAME); send a Pod's audience token instead",
                 reason=NOT_A_SERVICE_ACCOUNT,
             )
@@ -266,7 +255,7 @@ class TokenReviewer:
         # The API server's verdict is final; the unverified claims and its error text only word the reason.
         minted_for = audiences_of(claims)
         if self.audience not in minted_for:
-            for_what = f"audience {_shown_list(minted_for)}" if minted_for else "no audience (a legacy token?)"
+            for_what = f"audience {shown_list(minted_for)}" if minted_for else "no audience (a legacy token?)"
             return _Refusal(
                 Unauthenticated,
                 f"the token is for {for_what}, not {self.audience!r}: the caller's Pod must be given a token for "

@@ -13,8 +13,8 @@ from tests.audience_token.tls import Material, make_material
 class Clock:
     """A hand-moved monotonic clock, so that TTL tests wait for nothing."""
 
-    def __init__(self) -> None:
-        self.now = 5000.0
+    def __init__(self, start: float = 5000.0) -> None:
+        self.now = start
 
     def __call__(self) -> float:
         return self.now

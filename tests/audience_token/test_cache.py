@@ -7,17 +7,8 @@ import hmac
 import pytest
 
 from audience_token.cache import CacheKeys, SingleFlight, TtlLru
+from tests.audience_token.conftest import Clock
 from tests.audience_token.fake_api import fake_token
-
-
-class Clock:
-    """A hand-moved clock, so that TTL tests wait for nothing."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_a_key_is_an_hmac_that_never_contains_the_token() -> None:
@@ -47,7 +38,7 @@ def test_keys_differ_by_audience_and_by_process_secret() -> None:
 
 
 def test_an_entry_lives_exactly_its_ttl() -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     cache: TtlLru[str] = TtlLru(maxsize=10, clock=clock)
     cache.put(b"k", "v", ttl=10)
     clock.now += 9.99
@@ -58,14 +49,14 @@ def test_an_entry_lives_exactly_its_ttl() -> None:
 
 
 def test_a_ttl_of_zero_or_less_keeps_nothing_and_forgets_the_old_entry() -> None:
-    cache: TtlLru[str] = TtlLru(maxsize=10, clock=Clock())
+    cache: TtlLru[str] = TtlLru(maxsize=10, clock=Clock(1000.0))
     cache.put(b"k", "v", ttl=10)
     cache.put(b"k", "w", ttl=-1)
     assert cache.get(b"k") is None
 
 
 def test_the_cache_is_bounded_and_the_least_recently_used_goes_first() -> None:
-    cache: TtlLru[int] = TtlLru(maxsize=3, clock=Clock())
+    cache: TtlLru[int] = TtlLru(maxsize=3, clock=Clock(1000.0))
     for i in range(3):
         cache.put(bytes([i]), i, ttl=60)
     assert cache.get(bytes([0])) == 0  # 0 is now the most recently used

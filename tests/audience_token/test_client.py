@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestServer
 from audience_token.client import bearer_auth
 from audience_token.errors import TokenFileError
 from audience_token.token_file import TokenFile
+from tests.audience_token.conftest import Clock
 from tests.audience_token.kubelet_volume import ProjectedVolume
 
 MakeServer = Callable[[web.Application], Awaitable[TestServer]]
@@ -44,14 +45,6 @@ class Receiver:
         raise web.HTTPFound("/")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def first() -> str:
     return fake_token()
@@ -71,7 +64,7 @@ async def test_every_request_of_the_session_carries_the_current_token(
     aiohttp_server: MakeServer, receiver: Receiver, volume: ProjectedVolume, first: str
 ) -> None:
     server = await aiohttp_server(receiver.app())
-    clock = Clock()
+    clock = Clock(0.0)
     tokens = TokenFile(volume.path("token"), clock=clock)
     second = fake_token()
     async with ClientSession(middlewares=(bearer_auth(tokens),)) as session:
@@ -90,7 +83,7 @@ async def test_a_401_makes_the_next_request_read_the_file_again(
 ) -> None:
     server = await aiohttp_server(receiver.app())
     # A clock that never moves: only the 401 can make the file be read again.
-    tokens = TokenFile(volume.path("token"), clock=Clock())
+    tokens = TokenFile(volume.path("token"), clock=Clock(0.0))
     second = fake_token()
     async with ClientSession(middlewares=(bearer_auth(tokens),)) as session:
         async with session.get(server.make_url("/")) as response:

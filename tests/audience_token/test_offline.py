@@ -37,19 +37,12 @@ from audience_token.kube import Credentials
 from audience_token.middleware import identity_of, protect
 from audience_token.offline import OfflineSettings, OfflineVerifier
 from audience_token.token_file import TokenFile
+from tests.audience_token.conftest import Clock
 from tests.audience_token.fake_issuer import ADMIN, ISSUER, FakeIssuer, claims, key_id, sign
 from tests.audience_token.kubelet_volume import ProjectedVolume
 from tests.tls_material import make_certs
 
 MakeServer = Callable[..., Awaitable[TestServer]]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
@@ -77,7 +70,7 @@ async def cluster(tmp_path: Path, aiohttp_server: MakeServer) -> Cluster:
     base = f"https://localhost:{server.port}"
     fake.base_url = base
     credentials = Credentials(server=base, source="test credentials", ca_file=str(certs / "ca.crt"), token=ADMIN)
-    return Cluster(fake, credentials, Clock(), certs / "ca.crt")
+    return Cluster(fake, credentials, Clock(100.0), certs / "ca.crt")
 
 
 async def test_a_good_token_gives_the_identity_from_its_kubernetes_claims(cluster: Cluster) -> None:

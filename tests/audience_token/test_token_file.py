@@ -9,6 +9,7 @@ import pytest
 
 from audience_token.errors import TokenFileError
 from audience_token.token_file import ENV_VAR, MAX_AGE_SECONDS, TokenFile
+from tests.audience_token.conftest import Clock
 from tests.audience_token.kubelet_volume import ProjectedVolume
 
 
@@ -17,19 +18,9 @@ def fake_token() -> str:
     return ".".join(secrets.token_urlsafe(24) for _ in range(3))
 
 
-class Clock:
-    """Monotonic seconds that move only when the test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(1000.0)
 
 
 @pytest.fixture

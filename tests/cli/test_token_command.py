@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestServer
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.audience_token.fake_issuer import ADMIN, FakeIssuer, claims, sign
+from tests.cli.kubeconfig import write_kubeconfig
 from tests.tls_material import make_certs
 from tests.tools import REPO
 from webhook.cli.token import register
@@ -134,26 +135,12 @@ async def kubeconfig(tmp_path: Path, aiohttp_server: MakeServer) -> tuple[Path, 
     context.load_cert_chain(str(certs / "tls.crt"), str(certs / "tls.key"))
     fake = FakeIssuer(keys=[KEY])
     server = await aiohttp_server(fake.app(), ssl=context, host="127.0.0.1")
-    path = tmp_path / "kubeconfig"
-    path.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "fake",
-                "clusters": [
-                    {
-                        "name": "fake",
-                        "cluster": {
-                            "server": f"https://localhost:{server.port}",
-                            "certificate-authority": str(certs / "ca.crt"),
-                        },
-                    }
-                ],
-                "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "admin"}}],
-                "users": [{"name": "admin", "user": {"token": ADMIN}}],
-            }
-        )
+    path = write_kubeconfig(
+        tmp_path / "kubeconfig",
+        f"https://localhost:{server.port}",
+        token=ADMIN,
+        user="admin",
+        ca_file=certs / "ca.crt",
     )
     return path, fake
 

@@ -24,6 +24,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from tests.serve_command import serve_command
 from tests.tls_material import free_port
 from tests.tools import REPO, missing
 
@@ -281,24 +282,12 @@ class Webhook:
 
     def start(self) -> None:
         self.process = _start(
-            [
-                sys.executable,
-                "-m",
-                "webhook",
-                "serve",
-                "--address",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--probe-port",
-                str(self.probe_port),
-                "--cert-file",
-                str(self.certs / "tls.crt"),
-                "--key-file",
-                str(self.certs / "tls.key"),
-                "--drain-seconds",
-                "0",
-            ],
+            serve_command(
+                port=self.port,
+                probe_port=self.probe_port,
+                cert_file=self.certs / "tls.crt",
+                key_file=self.certs / "tls.key",
+            ),
             self.workdir / "token-projector.log",
         )
         wait_until(

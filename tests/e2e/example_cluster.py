@@ -17,7 +17,6 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
-import json
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -182,10 +181,3 @@ def legacy_token(control_plane: ControlPlane, namespace: str, service_account: s
         },
     )
     return token
-
-
-def claims_of(token: str) -> dict[str, Any]:
-    """A JWT's payload, unverified: to read ``jti`` and ``exp`` of a token the test minted itself."""
-    payload = token.split(".")[1]
-    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    return claims

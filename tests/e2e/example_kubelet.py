@@ -2,8 +2,8 @@
 
 For a ``serviceAccountToken`` source of a projected volume *as the API server stored the Pod*, the
 kubelet asks for a TokenRequest for the Pod's ServiceAccount with the source's audience (none: the
-API server's own) and ``expirationSeconds``, bound to the Pod (name and uid), and writes the answer
-into the volume with its atomic writer (``ProjectedVolume``: timestamped directory, ``..data``
+API server's own) and ``expirationSeconds``, bound to the Pod (``tests.e2e.tokens.kubelet_token``), and
+writes the answer into the volume with its atomic writer (``ProjectedVolume``: timestamped directory, ``..data``
 symlink, one rename per refresh). ``Projection.rotate`` is its refresh. ``Projection.host_path``
 maps a path the container would see (``SERVICE_ACCOUNT_TOKEN_PATH``) to the file on this machine,
 through the container's volume mount, so the process reads exactly the file the variable names.
@@ -18,6 +18,7 @@ from typing import Any
 
 from tests.audience_token.kubelet_volume import ProjectedVolume
 from tests.e2e.conftest import ControlPlane
+from tests.e2e.tokens import kubelet_token
 
 
 def container(stored: dict[str, Any], name: str) -> dict[str, Any]:
@@ -38,27 +39,6 @@ def token_source(volume: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-def request_token(
-    control_plane: ControlPlane, stored: dict[str, Any], *, audience: str | None, seconds: int | None
-) -> str:
-    """A TokenRequest as the kubelet sends it: the Pod's ServiceAccount, bound to the Pod."""
-    namespace, name = stored["metadata"]["namespace"], stored["metadata"]["name"]
-    spec: dict[str, Any] = {
-        "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": stored["metadata"]["uid"]}
-    }
-    if audience:  # the kubelet leaves audiences out for a source without one: the API server's own
-        spec["audiences"] = [audience]
-    if seconds is not None:
-        spec["expirationSeconds"] = seconds
-    answer = control_plane.request(
-        "POST",
-        f"/api/v1/namespaces/{namespace}/serviceaccounts/{stored['spec']['serviceAccountName']}/token",
-        body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
-    )
-    token: str = answer["status"]["token"]
-    return token
-
-
 @dataclass
 class Projection:
     """One projected token volume of one stored Pod, on disk as the kubelet keeps it."""
@@ -74,9 +54,7 @@ class Projection:
         """Mint the token for the stored Pod's volume named ``volume`` and write it under ``root``."""
         found = next(v for v in stored["spec"].get("volumes", []) if v["name"] == volume)
         source = token_source(found)
-        token = request_token(
-            control_plane, stored, audience=source.get("audience"), seconds=source.get("expirationSeconds")
-        )
+        token = kubelet_token(control_plane, stored, source=source)
         mode = found["projected"].get("defaultMode", 0o644)
         files = ProjectedVolume.create(root, {source["path"]: token}, mode=mode)
         return cls(control_plane, stored, found, files, token)
@@ -88,9 +66,7 @@ class Projection:
     def rotate(self) -> str:
         """The kubelet's refresh: a new token for the same source, swapped in atomically; returns it."""
         source = self.source
-        self.token = request_token(
-            self.control_plane, self.pod, audience=source.get("audience"), seconds=source.get("expirationSeconds")
-        )
+        self.token = kubelet_token(self.control_plane, self.pod, source=source)
         self.files.rotate({source["path"]: self.token}, mode=self.volume["projected"].get("defaultMode", 0o644))
         return self.token
 

@@ -1,7 +1,5 @@
-"""Helpers for the TokenReviewer e2e tests: tokens minted the kubelet's way, RBAC, review counts, a cut-off.
+"""Helpers for the TokenReviewer e2e tests: RBAC, review counts, a cut-off (tokens: tests/e2e/tokens.py).
 
-- ``pod_token``: a TokenRequest for a Pod's ServiceAccount, bound to that Pod, as the kubelet asks for
-  the projected volume token-projector added.
 - ``reviewer_identity``: a ServiceAccount for the receiver itself, with or without a binding to the
   ClusterRole shipped in manifests/audience-token, and a kubeconfig with its token.
 - ``tokenreviews_served``: TokenReviews the API server has answered, from its own /metrics.
@@ -23,33 +21,10 @@ from typing import Any
 import yaml
 
 from tests.e2e.conftest import ADMIN_TOKEN, ISSUER, ControlPlane
-from tests.e2e.pods import token_volumes
+from tests.e2e.tokens import request_token
 from tests.tools import REPO
 
 MANIFESTS = REPO / "manifests" / "audience-token"
-
-
-def pod_token(
-    control_plane: ControlPlane, stored: dict[str, Any], *, audience: str | None = None, seconds: int | None = None
-) -> str:
-    """A token for the Pod's ServiceAccount, bound to the Pod, with its projected volume's audience."""
-    source = token_volumes(stored)[0]["projected"]["sources"][0]["serviceAccountToken"]
-    namespace, name = stored["metadata"]["namespace"], stored["metadata"]["name"]
-    answer = control_plane.request(
-        "POST",
-        f"/api/v1/namespaces/{namespace}/serviceaccounts/{stored['spec']['serviceAccountName']}/token",
-        body={
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {
-                "audiences": [audience or source["audience"]],
-                "expirationSeconds": seconds or source["expirationSeconds"],
-                "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": stored["metadata"]["uid"]},
-            },
-        },
-    )
-    token: str = answer["status"]["token"]
-    return token
 
 
 def shipped(name: str) -> dict[str, Any]:
@@ -84,11 +59,7 @@ def reviewer_identity(control_plane: ControlPlane, *, bound: bool) -> ReviewerAc
         binding["roleRef"]["name"] = install_cluster_role(control_plane)
         binding["subjects"] = [{"kind": "ServiceAccount", "name": name, "namespace": namespace}]
         control_plane.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", body=binding)
-    token = control_plane.request(
-        "POST",
-        f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
-        body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"audiences": [ISSUER]}},
-    )["status"]["token"]
+    token = request_token(control_plane, namespace, name, audience=ISSUER)
     kubeconfig = control_plane.kubeconfig(token=token, name=f"receiver-{uuid.uuid4().hex[:6]}")
     return ReviewerAccount(namespace, name, kubeconfig)
 

@@ -31,46 +31,12 @@ from audience_token.errors import (
 from audience_token.jwks import DISCOVERY_ROLE
 from audience_token.offline import OfflineVerifier
 from tests.e2e.conftest import ISSUER, NOBODY_TOKEN, ControlPlane, Registered
-from tests.e2e.pods import annotated, token_volumes
+from tests.e2e.pods import annotated
+from tests.e2e.tokens import claims_of, kubelet_token, request_token, token_bound_to
 from tests.tls_material import free_port
 from webhook.cli.token import register
 
 pytestmark = pytest.mark.e2e
-
-
-def request_token(
-    control_plane: ControlPlane,
-    namespace: str,
-    account: str,
-    *,
-    audiences: list[str] | None,
-    pod: dict[str, Any] | None,
-) -> str:
-    spec: dict[str, Any] = {"expirationSeconds": 3600}
-    if audiences is not None:
-        spec["audiences"] = audiences
-    if pod is not None:
-        spec["boundObjectRef"] = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "name": pod["metadata"]["name"],
-            "uid": pod["metadata"]["uid"],
-        }
-    answer = control_plane.request(
-        "POST",
-        f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
-        body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec},
-    )
-    token: str = answer["status"]["token"]
-    return token
-
-
-def kubelet_token(control_plane: ControlPlane, namespace: str, stored: dict[str, Any]) -> str:
-    """The token the kubelet would write into the volume token-projector added to ``stored``."""
-    source = token_volumes(stored)[0]["projected"]["sources"][0]["serviceAccountToken"]
-    return request_token(
-        control_plane, namespace, stored["spec"]["serviceAccountName"], audiences=[source["audience"]], pod=stored
-    )
 
 
 def resigned(control_plane: ControlPlane, token: str, **changes: Any) -> str:
@@ -86,7 +52,7 @@ def pod_token(registered: Registered, control_plane: ControlPlane) -> tuple[str,
     """(namespace, the Pod as stored after token-projector's patch, its data-store token)."""
     namespace = control_plane.namespace()
     stored = control_plane.create_pod(namespace, annotated())
-    return namespace, stored, kubelet_token(control_plane, namespace, stored)
+    return namespace, stored, kubelet_token(control_plane, stored)
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +64,7 @@ def admin(control_plane: ControlPlane) -> Path:
 def verifier_account(control_plane: ControlPlane) -> Path:
     """A kubeconfig for a service account granted nothing beyond Kubernetes' defaults."""
     namespace = control_plane.namespace()
-    token = request_token(control_plane, namespace, "app", audiences=None, pod=None)
+    token = request_token(control_plane, namespace, "app", seconds=3600)
     return control_plane.kubeconfig(token=token, name="discovery-only")
 
 
@@ -141,8 +107,8 @@ async def test_a_token_for_another_audience_is_refused_naming_the_audience(
 async def test_an_api_server_credential_is_refused_for_a_service_audience(
     pod_token: tuple[str, dict[str, Any], str], control_plane: ControlPlane, admin: Path
 ) -> None:
-    namespace, stored, _ = pod_token
-    api_token = request_token(control_plane, namespace, "app", audiences=None, pod=stored)
+    _, stored, _ = pod_token
+    api_token = token_bound_to(control_plane, stored, audience=None, seconds=3600)
     async with OfflineVerifier("data-store", allow="*/*", kubeconfig=admin) as offline:
         with pytest.raises(Unauthenticated) as raised:
             await offline.verify(api_token)
@@ -174,8 +140,8 @@ async def test_garbage_and_a_forged_signature_are_refused(
     pod_token: tuple[str, dict[str, Any], str], admin: Path
 ) -> None:
     _, _, token = pod_token
-    header, payload, signature = token.split(".")
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    header, _, signature = token.split(".")
+    claims = claims_of(token)
     claims["kubernetes.io"]["namespace"] = "kube-system"
     forged_payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
     async with OfflineVerifier("data-store", allow="*/*", kubeconfig=admin) as offline:
@@ -237,8 +203,8 @@ def test_inspect_calls_a_token_for_the_api_server_an_api_credential(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    namespace, stored, _ = pod_token
-    (tmp_path / "api").write_text(request_token(control_plane, namespace, "app", audiences=None, pod=stored))
+    _, stored, _ = pod_token
+    (tmp_path / "api").write_text(token_bound_to(control_plane, stored, audience=None, seconds=3600))
     assert token_command("inspect", str(tmp_path / "api")) == 0
     assert "Kubernetes API credential" in capsys.readouterr().out
 

@@ -29,13 +29,8 @@ from audience_token import (
 )
 from tests.e2e.conftest import ControlPlane, Registered
 from tests.e2e.pods import annotated
-from tests.e2e.reviewer_support import (
-    Forwarder,
-    ReviewerAccount,
-    pod_token,
-    reviewer_identity,
-    tokenreviews_served,
-)
+from tests.e2e.reviewer_support import Forwarder, ReviewerAccount, reviewer_identity, tokenreviews_served
+from tests.e2e.tokens import kubelet_token, request_token, token_bound_to
 from tests.tls_material import free_port
 
 pytestmark = pytest.mark.e2e
@@ -68,7 +63,7 @@ async def test_the_right_audience_from_an_allowed_account_gives_the_identity_of_
     namespace = caller_pod["metadata"]["namespace"]
     account = control_plane.request("GET", f"/api/v1/namespaces/{namespace}/serviceaccounts/app")
     async with reviewer_for(receiver, allow=f"{namespace}/app") as reviewer:
-        identity = await reviewer.verify(pod_token(control_plane, caller_pod))
+        identity = await reviewer.verify(kubelet_token(control_plane, caller_pod))
     assert (identity.namespace, identity.service_account) == (namespace, "app")
     assert identity.username == f"system:serviceaccount:{namespace}:app"
     assert identity.uid == account["metadata"]["uid"]
@@ -80,7 +75,7 @@ async def test_the_right_audience_from_an_allowed_account_gives_the_identity_of_
 async def test_a_token_for_another_audience_is_refused_naming_the_audience(
     receiver: ReviewerAccount, caller_pod: dict[str, Any], control_plane: ControlPlane
 ) -> None:
-    token = pod_token(control_plane, caller_pod, audience="data-store")
+    token = token_bound_to(control_plane, caller_pod, audience="data-store", seconds=3600)
     async with reviewer_for(receiver) as reviewer:
         with pytest.raises(Unauthenticated) as refused:
             await reviewer.verify(token)
@@ -93,7 +88,7 @@ async def test_a_token_for_another_audience_is_refused_naming_the_audience(
 async def test_a_token_with_a_forged_signature_is_refused_as_not_issued_by_this_cluster(
     receiver: ReviewerAccount, caller_pod: dict[str, Any], control_plane: ControlPlane
 ) -> None:
-    header, payload, signature = pod_token(control_plane, caller_pod).split(".")
+    header, payload, signature = kubelet_token(control_plane, caller_pod).split(".")
     forged = f"{header}.{payload}.{signature[::-1]}"
     async with reviewer_for(receiver) as reviewer:
         with pytest.raises(Unauthenticated, match="not issued by this cluster") as refused:
@@ -106,11 +101,7 @@ async def test_a_kubernetes_api_credential_is_not_accepted_by_a_service(
     receiver: ReviewerAccount, caller_pod: dict[str, Any], control_plane: ControlPlane
 ) -> None:
     namespace = caller_pod["metadata"]["namespace"]
-    api_token = control_plane.request(
-        "POST",
-        f"/api/v1/namespaces/{namespace}/serviceaccounts/app/token",
-        body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}},
-    )["status"]["token"]
+    api_token = request_token(control_plane, namespace, "app")
     async with reviewer_for(receiver) as reviewer:
         with pytest.raises(Unauthenticated) as refused:
             await reviewer.verify(api_token)
@@ -122,7 +113,7 @@ async def test_an_account_not_in_allow_is_not_allowed_with_its_identity(
 ) -> None:
     async with reviewer_for(receiver, allow="secret-store/*") as reviewer:
         with pytest.raises(NotAllowed) as refused:
-            await reviewer.verify(pod_token(control_plane, caller_pod))
+            await reviewer.verify(kubelet_token(control_plane, caller_pod))
     assert refused.value.identity.namespace == caller_pod["metadata"]["namespace"]
     assert refused.value.identity.pod_name == caller_pod["metadata"]["name"]
 
@@ -130,7 +121,7 @@ async def test_an_account_not_in_allow_is_not_allowed_with_its_identity(
 async def test_a_token_bound_to_a_deleted_pod_is_refused_once_its_cache_entry_is_older_than_the_ttl(
     receiver: ReviewerAccount, caller_pod: dict[str, Any], control_plane: ControlPlane
 ) -> None:
-    token = pod_token(control_plane, caller_pod)
+    token = kubelet_token(control_plane, caller_pod)
     namespace, name = caller_pod["metadata"]["namespace"], caller_pod["metadata"]["name"]
     async with reviewer_for(receiver, success_ttl=2) as reviewer:
         await reviewer.verify(token)
@@ -156,7 +147,7 @@ async def test_a_reviewer_without_create_tokenreviews_is_unavailable_naming_the_
     control_plane: ControlPlane, caller_pod: dict[str, Any], receiver: ReviewerAccount
 ) -> None:
     unbound = reviewer_identity(control_plane, bound=False)
-    token = pod_token(control_plane, caller_pod)
+    token = kubelet_token(control_plane, caller_pod)
     async with reviewer_for(unbound) as reviewer:
         with pytest.raises(ReviewUnavailable) as unavailable:
             await reviewer.verify(token)
@@ -183,7 +174,7 @@ async def test_an_unreachable_api_server_makes_reviews_unavailable_and_accepts_n
     credentials = dataclasses.replace(
         Credentials.from_kubeconfig(receiver.kubeconfig), server=f"https://127.0.0.1:{forwarder.port}"
     )
-    seen, unseen = pod_token(control_plane, caller_pod), pod_token(control_plane, caller_pod)
+    seen, unseen = kubelet_token(control_plane, caller_pod), kubelet_token(control_plane, caller_pod)
     settings = ReviewerSettings(success_ttl=1, timeout=2)
     async with TokenReviewer(AUDIENCE, allow="*/app", credentials=credentials, settings=settings) as reviewer:
         await reviewer.verify(seen)
@@ -199,7 +190,7 @@ async def test_ten_thousand_requests_from_fifty_callers_make_at_most_fifty_revie
     receiver: ReviewerAccount, caller_pod: dict[str, Any], control_plane: ControlPlane
 ) -> None:
     callers, per_caller = 50, 200
-    tokens = [pod_token(control_plane, caller_pod) for _ in range(callers)]
+    tokens = [kubelet_token(control_plane, caller_pod) for _ in range(callers)]
 
     async def hello(request: web.Request) -> web.Response:
         return web.Response(text=identity_of(request).service_account)

@@ -23,6 +23,7 @@ import yaml
 from tests.e2e.conftest import ApiError, ControlPlane, Registered, register, wait_until
 from tests.e2e.legacy_tokens import account_uid, create_token_secret, fake_token, signed_token
 from tests.e2e.pods import annotated, pod, token_volumes
+from tests.e2e.tokens import request_token
 from tests.tools import REPO
 
 pytestmark = pytest.mark.e2e
@@ -276,16 +277,6 @@ def test_the_table_names_each_finding(cluster: Cluster) -> None:
         assert expected in out, out
 
 
-def bound_token(plane: ControlPlane, namespace: str, account: str) -> str:
-    created = plane.request(
-        "POST",
-        f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
-        body={"spec": {"expirationSeconds": 3600}},
-    )
-    token: str = created["status"]["token"]
-    return token
-
-
 def apply(plane: ControlPlane, text: str) -> None:
     result = plane.kubectl("apply", "-f", "-", stdin=text)
     assert result.returncode == 0, result.stderr
@@ -296,7 +287,7 @@ def test_with_the_shipped_cluster_wide_rbac_everything_is_read(cluster: Cluster)
     with contextlib.suppress(ApiError):
         plane.request("POST", "/api/v1/namespaces", body={"metadata": {"name": "token-projector"}})
     apply(plane, (REPO / "manifests" / "audit" / "cluster-wide.yaml").read_text())
-    token = bound_token(plane, "token-projector", "token-projector-audit")
+    token = request_token(plane, "token-projector", "token-projector-audit", seconds=3600)
     code, report = cluster.report(token=token, name="auditor")
     assert report["notRead"] == []
     assert set(rows_in(report["legacyTokenSecrets"], cluster.apps)) == {"app-token-x7k2p", "app-token-old00"}
@@ -318,7 +309,7 @@ def test_with_the_shipped_namespace_rbac_only_the_namespaces_list_is_missing(clu
             doc["subjects"] = [{"kind": "ServiceAccount", "name": "auditor", "namespace": cluster.apps}]
     plane.request("POST", f"/api/v1/namespaces/{cluster.apps}/serviceaccounts", body={"metadata": {"name": "auditor"}})
     apply(plane, yaml.safe_dump_all(docs))
-    token = bound_token(plane, cluster.apps, "auditor")
+    token = request_token(plane, cluster.apps, "auditor", seconds=3600)
     code, report = cluster.report("--namespace", cluster.apps, token=token, name="team")
     assert [u["resource"] for u in report["notRead"]] == ["namespaces"]
     assert 'cannot list resource "namespaces" in API group "" at the cluster scope' in report["notRead"][0]["message"]
@@ -347,7 +338,7 @@ def test_a_user_allowed_some_lists_gets_the_rest_of_the_report_and_what_it_could
             "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": cluster.apps}],
         },
     )
-    token = bound_token(plane, cluster.apps, name)
+    token = request_token(plane, cluster.apps, name, seconds=3600)
     wait_until(lambda: cluster.report(token=token, name=name)[1]["pods"] != [], what="the binding to take effect")
     result = cluster.audit("-o", "json", token=token, name=name)
     report = json.loads(result.stdout)

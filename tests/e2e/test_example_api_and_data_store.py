@@ -27,11 +27,12 @@ import pytest
 
 from tests.e2e import example_services
 from tests.e2e.conftest import ControlPlane, Registered
-from tests.e2e.example_cluster import Installed, allowed, claims_of, install, legacy_token, pod_from
-from tests.e2e.example_kubelet import Projection, container, env_of, request_token
+from tests.e2e.example_cluster import Installed, allowed, install, legacy_token, pod_from
+from tests.e2e.example_kubelet import Projection, container, env_of
 from tests.e2e.example_services import Service
 from tests.e2e.pods import annotated
 from tests.e2e.reviewer_support import Forwarder, tokenreviews_served
+from tests.e2e.tokens import claims_of, review, token_bound_to
 
 pytestmark = pytest.mark.e2e
 
@@ -253,11 +254,7 @@ async def test_4_a_legacy_secret_token_or_garbage_is_refused_with_401_and_garbag
 ) -> None:
     legacy = legacy_token(example.control_plane, example.installed.api, "api")
     # It is a real legacy token: the API server takes it as the api's Kubernetes API credential.
-    as_api_credential = example.control_plane.request(
-        "POST",
-        "/apis/authentication.k8s.io/v1/tokenreviews",
-        body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": legacy}},
-    )["status"]
+    as_api_credential = review(example.control_plane, legacy, audience=None)
     assert as_api_credential["authenticated"] is True
     assert as_api_credential["user"]["username"] == example.username
 
@@ -341,7 +338,7 @@ async def test_7_with_the_api_server_unreachable_the_data_store_answers_503_and_
     example.started.append(cut_off)
     try:
         seen = example.api_token.token
-        unseen = request_token(example.control_plane, example.api_pod, audience="data-store", seconds=3600)
+        unseen = token_bound_to(example.control_plane, example.api_pod, audience="data-store", seconds=3600)
         assert (await call(cut_off.url + "/", token=seen))[0] == 200
 
         await forwarder.close()

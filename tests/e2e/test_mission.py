@@ -6,54 +6,16 @@ way the kubelet requests it for the projected volume token-projector added: for 
 ServiceAccount, with the volume's audience and expiration, bound to the Pod.
 """
 
-import base64
-import json
 import time
 from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import ControlPlane, Registered
-from tests.e2e.pods import annotated, token_volumes
+from tests.e2e.pods import annotated
+from tests.e2e.tokens import claims_of, first_source, kubelet_token, review
 
 pytestmark = pytest.mark.e2e
-
-
-def token_for(control_plane: ControlPlane, namespace: str, *, stored: dict[str, Any]) -> str:
-    source = token_volumes(stored)[0]["projected"]["sources"][0]["serviceAccountToken"]
-    request = control_plane.request(
-        "POST",
-        f"/api/v1/namespaces/{namespace}/serviceaccounts/{stored['spec']['serviceAccountName']}/token",
-        body={
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {
-                "audiences": [source["audience"]],
-                "expirationSeconds": source["expirationSeconds"],
-                "boundObjectRef": {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "name": stored["metadata"]["name"],
-                    "uid": stored["metadata"]["uid"],
-                },
-            },
-        },
-    )
-    token: str = request["status"]["token"]
-    return token
-
-
-def review(control_plane: ControlPlane, token: str, *, audience: str) -> dict[str, Any]:
-    status: dict[str, Any] = control_plane.request(
-        "POST",
-        "/apis/authentication.k8s.io/v1/tokenreviews",
-        body={
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenReview",
-            "spec": {"token": token, "audiences": [audience]},
-        },
-    )["status"]
-    return status
 
 
 @pytest.fixture
@@ -68,7 +30,7 @@ def test_the_pods_token_is_accepted_for_its_audience_only_and_dies_with_the_pod(
     stored_pod: tuple[str, dict[str, Any]], control_plane: ControlPlane
 ) -> None:
     namespace, stored = stored_pod
-    token = token_for(control_plane, namespace, stored=stored)
+    token = kubelet_token(control_plane, stored)
 
     accepted = review(control_plane, token, audience="data-store")
     assert accepted["authenticated"] is True
@@ -94,11 +56,9 @@ def test_the_pods_token_is_accepted_for_its_audience_only_and_dies_with_the_pod(
 def test_the_expiration_the_pod_asked_for_is_the_one_the_token_gets(
     stored_pod: tuple[str, dict[str, Any]], control_plane: ControlPlane
 ) -> None:
-    namespace, stored = stored_pod
-    source = token_volumes(stored)[0]["projected"]["sources"][0]["serviceAccountToken"]
-    assert source["expirationSeconds"] == 1800
-    payload = token_for(control_plane, namespace, stored=stored).split(".")[1]
-    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    _, stored = stored_pod
+    assert first_source(stored)["expirationSeconds"] == 1800
+    claims = claims_of(kubelet_token(control_plane, stored))
     assert claims["aud"] == ["data-store"]
     assert claims["exp"] - claims["iat"] == 1800
     assert claims["kubernetes.io"]["pod"]["uid"] == stored["metadata"]["uid"]

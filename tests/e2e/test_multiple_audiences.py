@@ -6,14 +6,13 @@ source (pkg/volume/projected/projected.go): for the Pod's ServiceAccount, with t
 audience and expiration, bound to the Pod. Each must pass a TokenReview for its own audience only.
 """
 
-import base64
-import json
 from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import ApiError, ControlPlane, Registered
 from tests.e2e.pods import TOKEN_MOUNT, annotated, token_volumes
+from tests.e2e.tokens import claims_of, kubelet_token, review
 
 pytestmark = pytest.mark.e2e
 
@@ -25,47 +24,9 @@ def source(audience: str, path: str) -> dict[str, Any]:
     return {"serviceAccountToken": {"audience": audience, "expirationSeconds": 3600, "path": path}}
 
 
-def token_for(control_plane: ControlPlane, namespace: str, stored: dict[str, Any], *, token: dict[str, Any]) -> str:
-    """A token for one projected source of ``stored``, requested as the kubelet requests it."""
-    answer = control_plane.request(
-        "POST",
-        f"/api/v1/namespaces/{namespace}/serviceaccounts/{stored['spec']['serviceAccountName']}/token",
-        body={
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {
-                "audiences": [token["audience"]],
-                "expirationSeconds": token["expirationSeconds"],
-                "boundObjectRef": {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "name": stored["metadata"]["name"],
-                    "uid": stored["metadata"]["uid"],
-                },
-            },
-        },
-    )
-    value: str = answer["status"]["token"]
-    return value
-
-
 def authenticated(control_plane: ControlPlane, token: str, *, audience: str) -> bool:
-    status = control_plane.request(
-        "POST",
-        "/apis/authentication.k8s.io/v1/tokenreviews",
-        body={
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenReview",
-            "spec": {"token": token, "audiences": [audience]},
-        },
-    )["status"]
+    status = review(control_plane, token, audience=audience)
     return status.get("authenticated") is True and status.get("audiences") == [audience]
-
-
-def audiences_claim(token: str) -> list[str]:
-    payload = token.split(".")[1]
-    claims: dict[str, Any] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    return list(claims["aud"])
 
 
 @pytest.fixture
@@ -100,16 +61,14 @@ def test_a_pod_with_two_audiences_is_stored_with_a_source_per_audience_and_both_
 def test_each_sources_token_passes_a_review_for_its_own_audience_and_fails_one_for_the_other(
     stored_pod: tuple[str, dict[str, Any]], control_plane: ControlPlane
 ) -> None:
-    namespace, stored = stored_pod
+    _, stored = stored_pod
     tokens = {
-        s["serviceAccountToken"]["audience"]: token_for(
-            control_plane, namespace, stored, token=s["serviceAccountToken"]
-        )
+        s["serviceAccountToken"]["audience"]: kubelet_token(control_plane, stored, source=s["serviceAccountToken"])
         for s in token_volumes(stored)[0]["projected"]["sources"]
     }
     assert set(tokens) == {"data-store", "secret-store"}
     for audience, other in (("data-store", "secret-store"), ("secret-store", "data-store")):
-        assert audiences_claim(tokens[audience]) == [audience], "one audience per token: no replay to the other"
+        assert claims_of(tokens[audience])["aud"] == [audience], "one audience per token: no replay to the other"
         assert authenticated(control_plane, tokens[audience], audience=audience)
         assert not authenticated(control_plane, tokens[audience], audience=other)
 
@@ -126,7 +85,7 @@ def test_the_api_server_accepts_the_file_of_an_audience_that_is_a_url(
         "expirationSeconds": 3600,
         "path": "https%3A%2F%2Fsecret-store.example.com%3A8200%2Fv1",
     }
-    token = token_for(control_plane, namespace, stored, token=sources[-1])
+    token = kubelet_token(control_plane, stored, source=sources[-1])
     assert authenticated(control_plane, token, audience=audience)
     assert not authenticated(control_plane, token, audience="data-store")
 

@@ -110,6 +110,27 @@ class SecretVolume:
             shutil.rmtree(self.folder / old)
 
 
+def secret_volumes(spec: PodSpec, root: Path) -> dict[str, SecretVolume]:
+    """A ``SecretVolume`` under ``root`` for each Secret volume of ``spec``, with its mode and the Pod's fsGroup."""
+    group = spec.pod.get("securityContext", {}).get("fsGroup")
+    return {
+        v["name"]: SecretVolume(root / v["name"], mode=v["secret"].get("defaultMode", 0o644), group=group)
+        for v in spec.pod.get("volumes", [])
+        if "secret" in v
+    }
+
+
+def assert_unprivileged(spec: PodSpec, status: Mapping[str, str]) -> None:
+    """The process (``/proc/PID/status``) has the user and groups ``spec`` names, no new privileges, no capability."""
+    uid, gid, fs_group = (spec.security(key) for key in ("runAsUser", "runAsGroup", "fsGroup"))
+    assert status["Uid"].split() == [str(uid)] * 4
+    assert status["Gid"].split() == [str(gid)] * 4
+    assert status["Groups"].split() == [str(fs_group)]
+    assert status["NoNewPrivs"].strip() == "1"
+    for capabilities in ("CapEff", "CapPrm", "CapBnd", "CapAmb"):
+        assert int(status[capabilities], 16) == 0, capabilities
+
+
 def container_for(
     image: Image,
     spec: PodSpec,

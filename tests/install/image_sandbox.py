@@ -27,7 +27,8 @@ import socket
 import stat
 import subprocess
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -254,6 +255,18 @@ class Container:
                 self.shell.kill()
                 self.shell.wait()
         self._log.close()
+
+    def wait_until(self, condition: Callable[[], bool], *, timeout: float, what: str) -> None:
+        """Poll ``condition`` until it holds; fail saying ``what`` if the process exits first or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert self.alive(), f"{what}: the process exited ({self.returncode}) first:\n{self.log[-3000:]}"
+            assert time.monotonic() < deadline, f"{what}: not within {timeout}s:\n{self.log[-3000:]}"
+            time.sleep(0.05)
+
+    def proc_status(self) -> dict[str, str]:
+        """The process's ``/proc/PID/status`` fields (``Uid``, ``Groups``, ``NoNewPrivs``, ``CapEff``, ...)."""
+        return dict(line.split(":\t", 1) for line in Path(f"/proc/{self.pid}/status").read_text().splitlines())
 
     def host_path(self, path: str) -> Path:
         """Where the test (on the host) reads the container's ``path``, through the shell's mount namespace."""

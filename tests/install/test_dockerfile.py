@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.install.image_dockerfile import instructions as dockerfile_instructions
 from tests.tls_material import free_port, make_certs
 from tests.tools import REPO
 
@@ -29,15 +30,8 @@ NON_ROOT = 65532
 
 
 def instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) pairs, continuation lines joined and comment lines dropped, as Docker does."""
-    lines = [line for line in DOCKERFILE.splitlines() if not line.lstrip().startswith("#")]
-    joined = re.sub(r"\\\n", " ", "\n".join(lines))
-    result = []
-    for line in joined.splitlines():
-        if line.strip():
-            keyword, _, rest = line.strip().partition(" ")
-            result.append((keyword.upper(), rest.strip()))
-    return result
+    """The root Dockerfile's (INSTRUCTION, arguments) pairs, parsed as Docker parses them."""
+    return dockerfile_instructions(DOCKERFILE)
 
 
 def stages() -> list[list[tuple[str, str]]]:

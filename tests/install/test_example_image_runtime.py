@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 from tests.install.image_build import Image, build_image
-from tests.install.image_pod import PodSpec, SecretVolume, start
+from tests.install.image_pod import PodSpec, assert_unprivileged, secret_volumes, start
 from tests.install.image_sandbox import Container
 from tests.tls_material import make_certs
 from tests.tools import REPO
@@ -89,14 +89,6 @@ def call(container: Container, port: int, path: str, *, token: str | None = None
         connection.close()
 
 
-def wait_until(container: Container, condition: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert container.alive(), f"{what}: the service exited ({container.returncode}):\n{container.log[-3000:]}"
-        assert time.monotonic() < deadline, f"{what}: not within {timeout}s:\n{container.log[-3000:]}"
-        time.sleep(0.05)
-
-
 def answers_200(container: Container, port: int, path: str) -> bool:
     try:
         return call(container, port, path)[0] == 200
@@ -148,21 +140,12 @@ def as_secret_volumes(spec: PodSpec, *, extra: dict[str, str] | None = None) -> 
     return PodSpec(container=container, pod=pod)
 
 
-def volumes_of(spec: PodSpec, root: Path) -> dict[str, SecretVolume]:
-    group = spec.pod.get("securityContext", {}).get("fsGroup")
-    return {
-        v["name"]: SecretVolume(root / v["name"], mode=v["secret"]["defaultMode"], group=group)
-        for v in spec.pod.get("volumes", [])
-        if "secret" in v
-    }
-
-
 def live(container: Container, run: Run, *, probe: Callable[[], bool]) -> None:
     """Start, wait for the probe, read the process's status (the rest of the run is the caller's)."""
     run.writable = container.writable_mounts()
     container.start()
-    wait_until(container, probe, timeout=30, what="ready")
-    run.status = dict(line.split(":\t", 1) for line in Path(f"/proc/{container.pid}/status").read_text().splitlines())
+    container.wait_until(probe, timeout=30, what="ready")
+    run.status = container.proc_status()
 
 
 def stop(container: Container, run: Run, before: dict[str, tuple[object, ...]]) -> None:
@@ -177,7 +160,7 @@ def stop(container: Container, run: Run, before: dict[str, tuple[object, ...]]) 
 def api_run(image: Image, workspace: Path) -> Iterator[Run]:
     spec = as_secret_volumes(spec_of(MANIFESTS / "api.yaml", patched=True, workspace=workspace))
     run = Run(spec=spec)
-    volumes = volumes_of(spec, workspace / "api-volumes")
+    volumes = secret_volumes(spec, workspace / "api-volumes")
     (token_volume,) = volumes.values()
     first, second = token_for("data-store", expires_in=3600), token_for("data-store", expires_in=3601)
     run.secrets = [first, second]
@@ -189,7 +172,7 @@ def api_run(image: Image, workspace: Path) -> Iterator[Run]:
         live(container, run, probe=lambda: answers_200(container, port, "/readyz"))
         run.answers["/"] = call(container, port, "/")
         token_volume.write({"token": second.encode()})
-        wait_until(container, lambda: "re-read the rotated" in container.log, timeout=10, what="rotation logged")
+        container.wait_until(lambda: "re-read the rotated" in container.log, timeout=10, what="rotation logged")
         stop(container, run, before)
         yield run
     finally:
@@ -209,7 +192,7 @@ def store_run(image: Image, workspace: Path) -> Iterator[Run]:
     ]
     spec = PodSpec(container={**spec.container, "env": [*spec.container.get("env", []), *service_env]}, pod=spec.pod)
     run = Run(spec=spec)
-    volumes = volumes_of(spec, workspace / "store-volumes")
+    volumes = secret_volumes(spec, workspace / "store-volumes")
     own = token_for("https://kubernetes.default.svc", expires_in=3607)
     ca = make_certs(workspace / "cluster-ca") / "ca.crt"
     volumes["kube-api-access"].write({"token": own.encode(), "ca.crt": ca.read_bytes(), "namespace": b"data-store"})
@@ -247,13 +230,7 @@ def test_each_service_runs_as_its_deployments_user_without_privileges(
     request: pytest.FixtureRequest, name: str
 ) -> None:
     run: Run = request.getfixturevalue(name)
-    uid, gid, fs_group = (run.spec.security(key) for key in ("runAsUser", "runAsGroup", "fsGroup"))
-    assert run.status["Uid"].split() == [str(uid)] * 4
-    assert run.status["Gid"].split() == [str(gid)] * 4
-    assert run.status["Groups"].split() == [str(fs_group)]
-    assert run.status["NoNewPrivs"].strip() == "1"
-    for capabilities in ("CapEff", "CapPrm", "CapBnd", "CapAmb"):
-        assert int(run.status[capabilities], 16) == 0, capabilities
+    assert_unprivileged(run.spec, run.status)
 
 
 @pytest.mark.parametrize("name", ["api_run", "store_run"])

@@ -20,15 +20,14 @@ import stat
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from tests.install.image_build import Image, build_image
-from tests.install.image_pod import PodSpec, SecretVolume, start
+from tests.install.image_pod import PodSpec, assert_unprivileged, secret_volumes, start
 from tests.install.image_sandbox import Container
 from tests.tools import REPO
 
@@ -63,14 +62,6 @@ class Run:
     returncode: int | None = None
     changed: dict[str, tuple[object, object]] = field(default_factory=dict)
     log: str = ""
-
-
-def wait_until(container: Container, condition: Callable[[], bool], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert container.alive(), f"{what}: the server exited ({container.returncode}) first:\n{container.log[-3000:]}"
-        assert time.monotonic() < deadline, f"{what}: not within {timeout}s:\n{container.log[-3000:]}"
-        time.sleep(0.05)
 
 
 def make_certs(folder: Path) -> dict[str, bytes]:
@@ -128,14 +119,7 @@ def run(workspace: Path) -> Iterator[Run]:
     spec = PodSpec.from_manifest(MANIFEST)
     image = build_image(DOCKERFILE, workspace=workspace / "image")
     observed = Run(spec=spec, image=image)
-    fs_group = spec.pod.get("securityContext", {}).get("fsGroup")
-    volumes = {
-        volume["name"]: SecretVolume(
-            workspace / "volumes" / volume["name"], mode=volume["secret"].get("defaultMode", 0o644), group=fs_group
-        )
-        for volume in spec.pod["volumes"]
-        if "secret" in volume
-    }
+    volumes = secret_volumes(spec, workspace / "volumes")
     (tls_volume,) = volumes.values()
     first = make_certs(workspace / "certs")
     tls_volume.write(first)
@@ -152,10 +136,8 @@ def run(workspace: Path) -> Iterator[Run]:
         def readiness() -> int:
             return status_or_zero(container, probes, probe["path"])
 
-        wait_until(container, lambda: readiness() == 200, timeout=30, what="ready")
-        observed.status = dict(
-            line.split(":\t", 1) for line in Path(f"/proc/{container.pid}/status").read_text().splitlines()
-        )
+        container.wait_until(lambda: readiness() == 200, timeout=30, what="ready")
+        observed.status = container.proc_status()
         raw_env = Path(f"/proc/{container.pid}/environ").read_bytes().split(b"\0")
         observed.environ = dict(item.decode().split("=", 1) for item in raw_env if item)
         observed.cmdline = Path(f"/proc/{container.pid}/cmdline").read_bytes().decode().split("\0")[:-1]
@@ -168,8 +150,7 @@ def run(workspace: Path) -> Iterator[Run]:
         rotated = make_certs(workspace / "certs")
         observed.written = [der(first["tls.crt"]), der(rotated["tls.crt"])]
         tls_volume.write(rotated)
-        wait_until(
-            container,
+        container.wait_until(
             lambda: call(container, https, "/readyz", tls=client)[2] == observed.written[1],
             timeout=30,
             what="the rotated certificate served",
@@ -183,7 +164,7 @@ def run(workspace: Path) -> Iterator[Run]:
 
         container.signal(signal.SIGTERM)
         period = spec.container["readinessProbe"].get("periodSeconds", 10)
-        wait_until(container, lambda: readiness() != 200, timeout=period, what="readiness off after SIGTERM")
+        container.wait_until(lambda: readiness() != 200, timeout=period, what="readiness off after SIGTERM")
         observed.ready_while_draining = readiness()
         observed.returncode = container.wait(timeout=spec.pod.get("terminationGracePeriodSeconds", 30))
         after = container.snapshot(observed.writable)
@@ -213,13 +194,7 @@ def test_only_the_emptydir_and_the_runtimes_dev_are_writable_in_the_container(ru
 
 
 def test_it_runs_as_the_deployments_user_with_no_privileges_and_the_images_environment_only(run: Run) -> None:
-    uid, gid, fs_group = (run.spec.security(key) for key in ("runAsUser", "runAsGroup", "fsGroup"))
-    assert run.status["Uid"].split() == [str(uid)] * 4
-    assert run.status["Gid"].split() == [str(gid)] * 4
-    assert run.status["Groups"].split() == [str(fs_group)]
-    assert run.status["NoNewPrivs"].strip() == "1"
-    for capabilities in ("CapEff", "CapPrm", "CapBnd", "CapAmb"):
-        assert int(run.status[capabilities], 16) == 0, capabilities
+    assert_unprivileged(run.spec, run.status)
     names = {item["name"] for item in run.spec.container["env"]}
     assert set(run.environ) == set(run.image.env) | names | {"HOME"}
     assert run.environ["HOME"] == "/", "UID 65532 has no passwd entry: runc sets HOME=/"

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.helpers import fixture
+from tests.serve_command import serve_command
 from tests.tls_material import free_port
 
 
@@ -66,24 +67,7 @@ def serving(workdir: Path, *, cert_file: Path, key_file: Path) -> Iterator[Serve
     server = Server(free_port(), free_port())
     with (workdir / "serve.log").open("wb") as log:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "webhook",
-                "serve",
-                "--address",
-                "127.0.0.1",
-                "--port",
-                str(server.port),
-                "--probe-port",
-                str(server.probe_port),
-                "--cert-file",
-                str(cert_file),
-                "--key-file",
-                str(key_file),
-                "--drain-seconds",
-                "0",
-            ],
+            serve_command(port=server.port, probe_port=server.probe_port, cert_file=cert_file, key_file=key_file),
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=workdir,
