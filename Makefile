@@ -17,7 +17,7 @@ CRDS_STAMP := $(CRDS)/.$(PROMETHEUS_OPERATOR_VERSION)-$(CERT_MANAGER_VERSION)
 GO_MODULE_DIR = $$(go mod download -json $(1) | $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
 GO     := $(shell command -v go)
 
-.PHONY: help install tools test lint format run certs e2e-deps e2e image-deps bench-deps bench reliability clean
+.PHONY: help install tools test lint format run certs e2e-deps e2e image-deps bench-deps bench bench-mypyc reliability clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -68,15 +68,20 @@ image-deps: # Debian's python3.11 + venv (the image test's stand-in for the base
 	  && { apt-get install -y -qq --no-upgrade $(IMAGE_DEBS) || { apt-get update -qq && apt-get install -y -qq --no-upgrade $(IMAGE_DEBS); }; }; } \
 	  || { echo "the image test needs: apt-get install $(IMAGE_DEBS)" >&2; exit 2; }
 
-bench-deps: # wrk, the load generator, from Debian's packages
-	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
-	  && { apt-get install -y -qq wrk || { apt-get update -qq && apt-get install -y -qq wrk; }; }; } \
-	  || { echo "wrk is needed: apt-get install wrk" >&2; exit 2; }
+bench-deps: # wrk (load) and valgrind (instruction counts), from Debian's packages
+	@missing=$$(for t in wrk valgrind callgrind_control; do command -v $$t >/dev/null || printf "%s " $$t; done); \
+	  [ -z "$$missing" ] || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	  && { apt-get install -y -qq wrk valgrind || { apt-get update -qq && apt-get install -y -qq wrk valgrind; }; }; } \
+	  || { echo "needed: $$missing(apt-get install wrk valgrind)" >&2; exit 2; }
 
-bench: $(STAMP) bench-deps ## microbenchmark of review() and load benchmark against the aiohttp ceiling
+bench: $(STAMP) bench-deps ## instructions per request (callgrind), the review's microbenchmark, wall clock (wrk), the library
+	$(BIN)/python -m bench.instructions
 	$(BIN)/python -m bench.micro
 	$(BIN)/python -m bench.load
 	$(BIN)/python -m bench.verify
+
+bench-mypyc: $(STAMP) bench-deps ## the instruction counts with webhook/core compiled by mypyc beside them (needs gcc)
+	$(BIN)/python -m bench.instructions --mypyc
 
 reliability: $(STAMP) bench-deps ## faults under load: certificate rotation, SIGTERM, a sustained run
 	$(BIN)/python -m bench.reliability
