@@ -72,13 +72,14 @@ class TtlLru(Generic[V]):
         self._entries: OrderedDict[bytes, tuple[float, V]] = OrderedDict()
 
     def get(self, key: bytes) -> V | None:
-        entry = self._entries.get(key)
+        entries = self._entries
+        entry = entries.get(key)
         if entry is None:
             return None
         if entry[0] <= self._clock():
-            del self._entries[key]
+            del entries[key]
             return None
-        self._entries.move_to_end(key)
+        entries.move_to_end(key)
         return entry[1]
 
     def put(self, key: bytes, value: V, *, ttl: float) -> None:

@@ -39,7 +39,7 @@ from audience_token.errors import (
 )
 from audience_token.identity import AllowList, Identity
 from audience_token.kube import Answer, Credentials, KubeApi
-from audience_token.precheck import audiences_of, check_length, expiry_of, precheck
+from audience_token.precheck import MAX_TOKEN_LENGTH, audiences_of, check_length, expiry_of, precheck
 from audience_token.shown import shown, shown_list
 
 log = logging.getLogger("audience_token")
@@ -127,8 +127,10 @@ class TokenReviewer:
                 else Credentials.in_cluster()
             )
         self._api = KubeApi(credentials, timeout=self.settings.timeout, connections=self.settings.connections)
-        self._keys = CacheKeys(audience)
         self._cache: TtlLru[_Verdict] = TtlLru(maxsize=self.settings.cache_size, clock=clock)
+        # Bound once: lookup() runs on every request, and a stored bound method is the cheapest call.
+        self._key_of = CacheKeys(audience).__call__
+        self._cached = self._cache.get
         self._flight: SingleFlight[_Verdict] = SingleFlight()
         self._wall_clock = wall_clock
         self.reviews_sent = 0
@@ -141,14 +143,28 @@ class TokenReviewer:
     def cached(self) -> int:
         return len(self._cache)
 
+    def lookup(self, token: str) -> Identity | None:
+        """The cached verdict for ``token``, without awaiting: its Identity, or None when ``verify`` must ask.
+
+        Raises a cached refusal (Unauthenticated, NotAllowed) as ``verify`` would, and Unauthenticated for
+        a value too long or not ASCII. Never calls the API server. The middleware's per-request fast path.
+        """
+        # check_length's own tests, inline for the token that passes them: every request comes here.
+        if type(token) is not str or not 0 < len(token) <= MAX_TOKEN_LENGTH or not token.isascii():
+            check_length(token)  # raises, saying which test failed
+        verdict = self._cached(self._key_of(token))
+        if verdict is None or isinstance(verdict, Identity):
+            return verdict
+        raise verdict.error()
+
     async def verify(self, token: str) -> Identity:
         """The caller's Identity, or raises Unauthenticated, NotAllowed or ReviewUnavailable."""
-        check_length(token)
-        key = self._keys(token)
-        verdict = self._cache.get(key)
-        if verdict is None:
-            claims = precheck(token)
-            verdict = await self._flight.run(key, lambda: self._review(token, key, claims))
+        cached = self.lookup(token)
+        if cached is not None:
+            return cached
+        key = self._key_of(token)  # again, on a miss only: next to a TokenReview, a microsecond
+        claims = precheck(token)
+        verdict = await self._flight.run(key, lambda: self._review(token, key, claims))
         if isinstance(verdict, Identity):
             return verdict
         raise verdict.error()

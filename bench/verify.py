@@ -3,10 +3,11 @@
 1. The cost of ``TokenReviewer.verify`` when the token is cached (target under 5 us), beside its parts:
    the HMAC of the key, and an empty ``await`` for scale. Median of 7 rounds of at least 0.2 s each.
 2. An aiohttp app behind the middleware against the same app without it, with wrk: one token,
-   keep-alive, loopback, the servers on CPU 0 and wrk on CPU 1 (as bench/load.py). Rounds alternate
-   the two apps and the ratio is the median of each round's ratio of neighbours (target >= 0.8x). The
-   server's CPU time per request is shown too: on a shared machine it moves much less than req/s, and
-   its ratio is what the throughput ratio would be with the server's CPU saturated.
+   keep-alive, loopback, the servers on CPU 0 and wrk on CPU 1 (as bench/load.py). Each round starts
+   the three apps afresh and runs them bare, noop, bare, protected, bare: each app's ratio is its
+   req/s over the mean of the bare runs just before and after it, and the figure is the median of the
+   rounds' ratios (target >= 0.8x), with the lowest and highest beside it. The server's CPU time per
+   request is shown too: its ratio is what the throughput ratio would be with the server's CPU saturated.
 3. Memory with 100,000 distinct tokens: the resident size while verifying them, which must flatten
    once the cache holds ``cache_size`` entries (the default, 10,000).
 
@@ -14,7 +15,7 @@ The API server is a stand-in here (``BenchApi``: every TokenReview authenticated
 the first verify of each token reaches it, and the real one is what the e2e tests are about.
 4. With ``--instructions``: instructions per request of the three apps under callgrind, the figure
    that holds still on a busy machine (the meter of bench/instructions.py).
-Usage: .venv/bin/python -m bench.verify [--seconds 3] [--rounds 3] [--no-load] [--no-memory] [--instructions]
+Usage: .venv/bin/python -m bench.verify [--seconds 3] [--rounds 5] [--no-load] [--no-memory] [--instructions]
 """
 
 from __future__ import annotations
@@ -327,40 +328,82 @@ class LoadRow:
     cpu_us_per_request: float
     errors: int
     ratio: float
-    """Median over rounds of req/s relative to the bare app's run in the same round."""
+    """Median over rounds of req/s relative to the bare app's runs just before and just after."""
+    low: float
+    high: float
+    """The lowest and highest of those per-round ratios: how far one round can stray."""
     cpu_ratio: float
     """The bare app's CPU per request over this app's: the throughput ratio a saturated CPU would give."""
 
 
+@dataclass(frozen=True)
+class Run:
+    kind: str
+    rps: float
+    cpu_per_request: float
+    errors: int
+
+
+def _bracketed(runs: list[Run], measure: Callable[[Run], float]) -> dict[str, list[float]]:
+    """Each non-bare run's ``measure`` over the mean of the bare runs on either side of it, by kind.
+
+    The bare app runs before and after every other run, so a machine that speeds up or slows down
+    during a round moves both sides of each ratio alike: drift that is linear over two runs cancels.
+    """
+    ratios: dict[str, list[float]] = {}
+    for i, run in enumerate(runs):
+        if run.kind != "bare":
+            before, after = runs[i - 1], runs[i + 1]
+            assert before.kind == after.kind == "bare"
+            ratios.setdefault(run.kind, []).append(measure(run) / ((measure(before) + measure(after)) / 2))
+    return ratios
+
+
 def load(*, seconds: int, rounds: int, connections: int) -> list[LoadRow]:
+    """Rounds of wrk runs bare, noop, bare, protected, bare; each round with its servers started afresh.
+
+    Fresh processes each round, so no one process's luck (where its heap and code landed) decides.
+    """
     token = bench_token()
-    servers = {kind: start(kind, token) for kind in KINDS}
-    runs: dict[str, list[float]] = {kind: [] for kind in KINDS}
-    cpu: dict[str, list[float]] = {kind: [] for kind in KINDS}
-    errors = dict.fromkeys(KINDS, 0)
-    try:
-        for _ in range(rounds):
-            for kind, (process, port) in servers.items():
+    sequence = ["bare", "noop", "bare", "protected", "bare"]
+    runs: list[Run] = []
+    for _ in range(rounds):
+        servers = {kind: start(kind, token) for kind in KINDS}
+        try:
+            for kind in sequence:
+                process, port = servers[kind]
                 before = cpu_seconds(process.pid)
                 rps, requests, bad = wrk(port, token, connections=connections, seconds=seconds)
-                cpu[kind].append((cpu_seconds(process.pid) - before) / max(requests, 1))
-                runs[kind].append(rps)
-                errors[kind] += bad
-    finally:
-        for process, _ in servers.values():
-            process.terminate()
-            process.wait(timeout=20)
-    return [
-        LoadRow(
-            KINDS[kind],
-            statistics.median(runs[kind]),
-            statistics.median(cpu[kind]) * 1e6,
-            errors[kind],
-            statistics.median(r / b for r, b in zip(runs[kind], runs["bare"], strict=True)),
-            statistics.median(b / c for c, b in zip(cpu[kind], cpu["bare"], strict=True)),
+                runs.append(Run(kind, rps, (cpu_seconds(process.pid) - before) / max(requests, 1), bad))
+        finally:
+            for process, _ in servers.values():
+                process.terminate()
+                process.wait(timeout=20)
+    rps_ratios: dict[str, list[float]] = {}
+    cpu_ratios: dict[str, list[float]] = {}
+    for first in range(0, len(runs), len(sequence)):
+        one_round = runs[first : first + len(sequence)]
+        for kind, found in _bracketed(one_round, lambda run: run.rps).items():
+            rps_ratios.setdefault(kind, []).extend(found)
+        for kind, found in _bracketed(one_round, lambda run: 1 / run.cpu_per_request).items():
+            cpu_ratios.setdefault(kind, []).extend(found)
+    rows = []
+    for kind, name in KINDS.items():
+        mine = [run for run in runs if run.kind == kind]
+        ratios = rps_ratios.get(kind, [1.0])
+        rows.append(
+            LoadRow(
+                name,
+                statistics.median(run.rps for run in mine),
+                statistics.median(run.cpu_per_request for run in mine) * 1e6,
+                sum(run.errors for run in mine),
+                statistics.median(ratios),
+                min(ratios),
+                max(ratios),
+                statistics.median(cpu_ratios.get(kind, [1.0])),
+            )
         )
-        for kind in KINDS
-    ]
+    return rows
 
 
 def _send(conn: http.client.HTTPConnection, token: str, count: int) -> None:
@@ -371,7 +414,11 @@ def _send(conn: http.client.HTTPConnection, token: str, count: int) -> None:
         assert response.status == 200, response.status
 
 
-def instructions(*, warmup: int = 200, first: int = 100, requests: int = 500) -> dict[str, float]:
+SOFTWARE_SHA256 = ("SHA256_Update", "SHA256_Final")
+"""OpenSSL's SHA-256 entry points: under valgrind their cost is the portable code's, not SHA-NI's."""
+
+
+def instructions(*, warmup: int = 200, first: int = 100, requests: int = 500) -> dict[str, tuple[float, float]]:
     """Instructions per request of each app under callgrind (bench/instructions_callgrind.py's meter).
 
     The figure that holds still on a busy machine. One keep-alive connection, one request at a time;
@@ -379,13 +426,23 @@ def instructions(*, warmup: int = 200, first: int = 100, requests: int = 500) ->
     ``(B - A) / requests`` cancels what a window costs besides its requests. The cache keeps the
     acceptance for an hour here, since a request under callgrind is some 50 times slower; at full
     speed the 10 s default costs one review per token per 10 s, nothing per request.
+
+    Each app's figure comes with the part of it that is SHA-256 (the HMAC of the cache key). Valgrind
+    does not emulate the CPU's SHA extensions, so under it OpenSSL hashes with its portable code, which
+    takes several times the instructions SHA-NI needs: that part overstates what the hash costs natively.
     """
-    from bench.instructions_callgrind import Metered, idle_in_epoll, missing_tools, wait_until_blocked
+    from bench.instructions_callgrind import (
+        Metered,
+        idle_in_epoll,
+        inclusive_costs,
+        missing_tools,
+        wait_until_blocked,
+    )
 
     if missing_tools():
         raise SystemExit(f"--instructions needs {', '.join(missing_tools())} (apt-get install valgrind)")
     token = bench_token()
-    counts: dict[str, float] = {}
+    counts: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="audience-token-instructions-") as folder:
         work = Path(folder)
         for kind in KINDS:
@@ -418,7 +475,10 @@ def instructions(*, warmup: int = 200, first: int = 100, requests: int = 500) ->
                 window_a = metered.dump()
                 _send(conn, token, first + requests)
                 wait_until_blocked(metered.process.pid, idle_in_epoll)
-                counts[kind] = (metered.dump() - window_a) / requests
+                total = (metered.dump() - window_a) / requests
+                a, b = (inclusive_costs(dump) for dump in metered.dumps[-2:])
+                sha = sum(b.get(name, 0) - a.get(name, 0) for name in SOFTWARE_SHA256) / requests
+                counts[kind] = (total, sha)
                 conn.close()
             finally:
                 metered.stop()
@@ -428,7 +488,7 @@ def instructions(*, warmup: int = 200, first: int = 100, requests: int = 500) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=3, help="length of each wrk run (default 3)")
-    parser.add_argument("--rounds", type=int, default=3, help="wrk rounds per app; medians (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds of bare/noop/bare/protected/bare (default 5)")
     parser.add_argument("--connections", type=int, default=16, help="wrk keep-alive connections (default 16)")
     parser.add_argument("--no-load", action="store_true", help="skip the wrk runs")
     parser.add_argument("--no-memory", action="store_true", help="skip the 100,000-token memory run (about 40 s)")
@@ -454,26 +514,30 @@ def main() -> None:
         print("\n# wrk is not installed (apt-get install wrk; make bench-deps): the load rows are skipped")
     else:
         print(
-            f"\n# wrk: 1 thread, {args.connections} keep-alive connections, one token, {args.rounds} x "
-            f"{args.seconds}s per app, servers on CPU {SERVER_CPU}, wrk on CPU {LOAD_CPU}; ratio: median of "
-            "each round's ratio to the app without the middleware"
+            f"\n# wrk: 1 thread, {args.connections} keep-alive connections, one token, {args.rounds} rounds of "
+            f"bare/noop/bare/protected/bare x {args.seconds}s, fresh servers each round, on CPU {SERVER_CPU}, wrk "
+            f"on CPU {LOAD_CPU}; ratio: median of each run's ratio to the bare runs either side (lowest-highest)"
         )
         print(
-            "\n| app | req/s | non-2xx | req/s ratio | server CPU us/request | CPU ratio |"
-            "\n| --- | --- | --- | --- | --- | --- |"
+            "\n| app | req/s | non-2xx | req/s ratio | (lowest-highest) | server CPU us/request | CPU ratio |"
+            "\n| --- | --- | --- | --- | --- | --- | --- |"
         )
         for row in load(seconds=args.seconds, rounds=args.rounds, connections=args.connections):
             print(
                 f"| {row.app} | {row.requests_per_second:,.0f} | {row.errors} | {row.ratio:.2f}x | "
-                f"{row.cpu_us_per_request:.1f} | {row.cpu_ratio:.2f}x |"
+                f"{row.low:.2f}-{row.high:.2f} | {row.cpu_us_per_request:.1f} | {row.cpu_ratio:.2f}x |"
             )
 
     if args.instructions:
         counts = instructions()
         print("\n# callgrind, one keep-alive connection, one request at a time, 500 requests counted per app")
-        print("\n| app | instructions per request | ratio |\n| --- | --- | --- |")
+        print(
+            "\n| app | instructions per request | ratio | of which SHA-256 in software (no SHA-NI under valgrind) |"
+            "\n| --- | --- | --- | --- |"
+        )
         for kind, name in KINDS.items():
-            print(f"| {name} | {counts[kind]:,.0f} | {counts['bare'] / counts[kind]:.2f}x |")
+            total, sha = counts[kind]
+            print(f"| {name} | {total:,.0f} | {counts['bare'][0] / total:.2f}x | {sha:,.0f} |")
 
     if args.no_memory:
         return

@@ -6,7 +6,16 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from audience_token import IDENTITY, ReviewerSettings, TokenReviewer, identity_of, protect, token_middleware
+from audience_token import (
+    IDENTITY,
+    Identity,
+    ReviewerSettings,
+    TokenReviewer,
+    Unauthenticated,
+    identity_of,
+    protect,
+    token_middleware,
+)
 from tests.audience_token.fake_api import FakeApiServer, fake_token
 
 Client = TestClient[web.Request, web.Application]
@@ -140,6 +149,55 @@ async def test_the_middleware_works_on_its_own_and_the_verifier_is_closed_by_pro
     client = await aiohttp_client(app)
     assert (await client.get("/", headers={"Authorization": f"Bearer {fake_token(audiences=('x',))}"})).status == 200
     await reviewer.close()
+
+
+async def test_a_cached_caller_is_let_in_without_awaiting_verify(
+    reviewer: TokenReviewer, aiohttp_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    verified = []
+    verify = reviewer.verify
+
+    async def counted(token: str) -> Identity:
+        verified.append(1)
+        return await verify(token)
+
+    monkeypatch.setattr(reviewer, "verify", counted)  # before the middleware is made: it binds verify once
+    app = web.Application()
+    app.router.add_get("/", whoami)
+    client = await aiohttp_client(protect(app, reviewer))
+    token = fake_token(audiences=('store "prod"',))
+    for _ in range(3):
+        assert (await client.get("/", headers={"Authorization": f"Bearer {token}"})).status == 200
+    assert len(verified) == 1, "the first request verifies; the cached verdict lets the next two in"
+
+
+class VerifierWithoutLookup:
+    """A fake verifier with only what the Verifier protocol requires: no ``lookup`` fast path."""
+
+    audience = "x"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def verify(self, token: str) -> Identity:
+        self.calls += 1
+        if token != "good":
+            raise Unauthenticated("not the good token", reason="invalid")
+        return Identity(namespace="api", service_account="api", uid="u")
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_verifier_without_lookup_is_asked_on_every_request(aiohttp_client: MakeClient) -> None:
+    verifier = VerifierWithoutLookup()
+    app = web.Application()
+    app.router.add_get("/", whoami)
+    client = await aiohttp_client(protect(app, verifier))
+    for _ in range(2):
+        assert (await client.get("/", headers={"Authorization": "Bearer good"})).status == 200
+    assert (await client.get("/", headers={"Authorization": "Bearer bad"})).status == 401
+    assert verifier.calls == 3
 
 
 def test_a_realm_cannot_break_the_header() -> None:

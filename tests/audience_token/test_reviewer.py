@@ -181,6 +181,36 @@ async def test_a_cached_refusal_raises_a_fresh_exception_each_time(reviewer: Tok
     assert errors[0].message == errors[1].message
 
 
+async def test_lookup_answers_only_from_the_cache_and_never_asks_the_api_server(
+    reviewer: TokenReviewer, fake_api: FakeApiServer, clock: Clock
+) -> None:
+    token = fake_token()
+    assert reviewer.lookup(token) is None, "a token never verified is verify()'s to decide"
+    identity = await reviewer.verify(token)
+    assert reviewer.lookup(token) is identity
+    clock.now += 10.1
+    assert reviewer.lookup(token) is None, "an entry past its TTL is not an answer"
+    assert fake_api.reviews == 1
+
+
+async def test_lookup_raises_a_cached_refusal_as_verify_does(reviewer: TokenReviewer, fake_api: FakeApiServer) -> None:
+    for token, refusal in ((fake_token(valid=False), Unauthenticated), (fake_token("data", "store"), NotAllowed)):
+        assert reviewer.lookup(token) is None
+        with pytest.raises(refusal) as by_verify:
+            await reviewer.verify(token)
+        with pytest.raises(refusal) as by_lookup:
+            reviewer.lookup(token)
+        assert by_lookup.value.message == by_verify.value.message
+    assert fake_api.reviews == 2
+
+
+@pytest.mark.parametrize("token", ["", "é.é.é", "a" * 20000, 123])
+def test_lookup_refuses_values_that_cannot_be_tokens_as_malformed(reviewer: TokenReviewer, token: str) -> None:
+    with pytest.raises(Unauthenticated) as refused:
+        reviewer.lookup(token)
+    assert refused.value.reason == "malformed"
+
+
 async def test_unavailability_is_never_cached(reviewer: TokenReviewer, fake_api: FakeApiServer) -> None:
     token = fake_token()
     fake_api.fault = "500"
