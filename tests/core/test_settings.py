@@ -81,6 +81,7 @@ def test_help_shows_every_setting_with_its_default_and_variable(capsys: pytest.C
         ("--mount-path", "TOKEN_PROJECTOR_MOUNT_PATH", "/var/run/secrets/tokens"),
         ("--env-var", "TOKEN_PROJECTOR_ENV_VAR", "SERVICE_ACCOUNT_TOKEN_PATH"),
         ("--port", "TOKEN_PROJECTOR_PORT", "8443"),
+        ("--allowed-audiences", "TOKEN_PROJECTOR_ALLOWED_AUDIENCES", "none"),
     ]:
         assert f"{flag} " in flat
         assert f"(default: {default}; env {env})" in flat

@@ -22,13 +22,22 @@ _KIND_NAMES: dict[object, str] = {bool: "a boolean (true/false)", int: "a whole 
 S = TypeVar("S", Contract, ServerSettings)
 
 
+def _shown_default(value: object) -> str | None:
+    """A default as ``--help`` and the README show it; None for an empty one (a list of nothing)."""
+    if isinstance(value, tuple):
+        value = ",".join(value)
+    if isinstance(value, bool):
+        return str(value).lower()
+    return str(value) if value != "" else None
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls: type[Contract] | type[ServerSettings]) -> None:
     """Add one flag per field of ``cls``; its help shows the default and the environment variable."""
     group = parser.add_argument_group(f"{cls.__name__} settings", cls.__doc__)
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         kind = hints[f.name]
-        shown = ",".join(f.default) if isinstance(f.default, tuple) else f.default
+        shown = _shown_default(f.default) or "none"
         # argparse %-formats help texts; a literal % in ours must not be taken for a placeholder.
         help_text = f"{f.metadata['help']} (default: {shown}; env {env_of(f.name)})".replace("%", "%%")
         choices = typing.get_args(kind) if typing.get_origin(kind) is Literal else None
@@ -80,8 +89,7 @@ def settings_table(cls: type[Contract] | type[ServerSettings]) -> str:
     """The Markdown table of ``cls``'s settings, as the README shows it."""
     rows = ["| flag | environment variable | default | meaning |", "| --- | --- | --- | --- |"]
     for f in dataclasses.fields(cls):
-        shown = ",".join(f.default) if isinstance(f.default, tuple) else f.default
-        if isinstance(shown, bool):
-            shown = str(shown).lower()
-        rows.append(f"| `{flag_of(f.name)}` | `{env_of(f.name)}` | `{shown}` | {f.metadata['help']} |")
+        shown = _shown_default(f.default)
+        cell = f"`{shown}`" if shown is not None else "none"
+        rows.append(f"| `{flag_of(f.name)}` | `{env_of(f.name)}` | {cell} | {f.metadata['help']} |")
     return "\n".join(rows)
