@@ -147,7 +147,7 @@ class TokenReviewer:
         """The cached verdict for ``token``, without awaiting: its Identity, or None when ``verify`` must ask.
 
         Raises a cached refusal (Unauthenticated, NotAllowed) as ``verify`` would, and Unauthenticated for
-        a value too long or not ASCII. Never calls the API server. The middleware's per-request fast path.
+        a value that is empty, too long or not ASCII. Never calls the API server. The middleware's fast path.
         """
         # check_length's own tests, inline for the token that passes them: every request comes here.
         if type(token) is not str or not 0 < len(token) <= MAX_TOKEN_LENGTH or not token.isascii():
@@ -159,9 +159,9 @@ class TokenReviewer:
 
     async def verify(self, token: str) -> Identity:
         """The caller's Identity, or raises Unauthenticated, NotAllowed or ReviewUnavailable."""
-        cached = self.lookup(token)
-        if cached is not None:
-            return cached
+        known = self.lookup(token)
+        if known is not None:
+            return known
         key = self._key_of(token)  # again, on a miss only: next to a TokenReview, a microsecond
         claims = precheck(token)
         verdict = await self._flight.run(key, lambda: self._review(token, key, claims))
