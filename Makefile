@@ -7,6 +7,8 @@ STAMP  := $(VENV)/.installed
 TOOLS  := .tools/bin
 KUSTOMIZE_VERSION := v5.8.2
 HELM_VERSION := v4.3.2
+# Helm 3 still has security fixes (until 2027-02-10): the chart is rendered and linted with it too
+HELM3_VERSION := v3.22.0
 # promtool: the Prometheus Go module's version of Prometheus 3.16.0
 PROMETHEUS_VERSION := v0.316.0
 # CRDs the e2e tests install to dry-run the chart's cert-manager and Prometheus Operator objects
@@ -36,6 +38,10 @@ $(TOOLS)/kustomize:
 $(TOOLS)/helm:
 	GOBIN=$(abspath $(TOOLS)) GOFLAGS=-mod=mod go install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
 
+$(TOOLS)/helm3:
+	rm -rf $(TOOLS)/.helm3 && GOBIN=$(abspath $(TOOLS))/.helm3 GOFLAGS=-mod=mod go install helm.sh/helm/v3/cmd/helm@$(HELM3_VERSION)
+	mv $(TOOLS)/.helm3/helm $@ && rmdir $(TOOLS)/.helm3
+
 $(TOOLS)/promtool:
 	GOBIN=$(abspath $(TOOLS)) GOFLAGS=-mod=mod go install github.com/prometheus/prometheus/cmd/promtool@$(PROMETHEUS_VERSION)
 
@@ -49,7 +55,7 @@ $(CRDS_STAMP):
 	chmod 0644 $(CRDS)/*.yaml
 	touch $@
 
-tools: $(TOOLS)/kustomize $(TOOLS)/helm $(TOOLS)/promtool $(CRDS_STAMP) ## build kustomize, helm, promtool (Go) and fetch the CRDs the tests install
+tools: $(TOOLS)/kustomize $(TOOLS)/helm $(TOOLS)/helm3 $(TOOLS)/promtool $(CRDS_STAMP) ## build kustomize, helm (4 and 3), promtool (Go) and fetch the CRDs the tests install
 
 test: $(STAMP) $(if $(GO),tools) ## run the whole test suite (e2e too, once `make e2e-deps` has built it)
 	$(BIN)/pytest

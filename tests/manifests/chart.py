@@ -18,6 +18,8 @@ from webhook.core.wire import Json
 CHART = REPO / "charts" / "token-projector"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 """One values file per option the chart offers (chart-testing's ``ci/`` convention)."""
+VALUES_FILES = [None, *CI_VALUES]
+"""The default values, then one file per option."""
 RULES = CHART / "files" / "prometheus-rules" / "prometheusrule.yaml"
 """The alert rules, the one copy both the chart and manifests/components/monitoring install."""
 RELEASE = "token-projector"
@@ -32,8 +34,13 @@ def helm_binary() -> str:
     return require("helm", hint="run `make tools` (builds Helm from its Go module)")
 
 
-def helm(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run Helm with its state in a scratch folder; the result is returned whatever the exit status."""
+def helm3_binary() -> str:
+    """Helm 3, which users may still run (security fixes until February 2027)."""
+    return require("helm3", hint="run `make tools` (builds Helm 3 from its Go module as .tools/bin/helm3)")
+
+
+def helm(*args: str, binary: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run Helm (4, or ``binary``) with its state in a scratch folder; the result whatever the exit status."""
     home = Path(tempfile.gettempdir()) / "token-projector-tests-helm"
     env = {
         **os.environ,
@@ -41,26 +48,38 @@ def helm(*args: str) -> subprocess.CompletedProcess[str]:
         "HELM_CONFIG_HOME": str(home / "config"),
         "HELM_DATA_HOME": str(home / "data"),
     }
-    return subprocess.run([helm_binary(), *args], capture_output=True, text=True, check=False, env=env, timeout=120)
+    command = [binary or helm_binary(), *args]
+    return subprocess.run(command, capture_output=True, text=True, check=False, env=env, timeout=120)
 
 
-def template_text(*args: str, release: str = RELEASE, namespace: str = NAMESPACE) -> str:
+def template_text(*args: str, release: str = RELEASE, namespace: str = NAMESPACE, binary: str | None = None) -> str:
     """``helm template`` output for ``args`` (values files, --set, --api-versions); asserts success."""
-    result = helm("template", release, str(CHART), "--namespace", namespace, *args)
+    result = helm("template", release, str(CHART), "--namespace", namespace, *args, binary=binary)
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
-def template(*args: str, release: str = RELEASE, namespace: str = NAMESPACE) -> list[Json]:
+def template(*args: str, release: str = RELEASE, namespace: str = NAMESPACE, binary: str | None = None) -> list[Json]:
     """The objects ``helm template`` renders for ``args``, in the order Helm installs them."""
-    return [doc for doc in yaml.safe_load_all(template_text(*args, release=release, namespace=namespace)) if doc]
+    text = template_text(*args, release=release, namespace=namespace, binary=binary)
+    return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
-def template_error(*args: str) -> str:
+def template_error(*args: str, binary: str | None = None) -> str:
     """The error ``helm template`` stops with for ``args``; asserts that it does stop."""
-    result = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args)
+    result = helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *args, binary=binary)
     assert result.returncode != 0, f"expected helm template {' '.join(args)} to fail"
     return result.stderr
+
+
+def values_args(path: Path | None) -> list[str]:
+    """The arguments that pick ``path`` (None: the chart's defaults)."""
+    return [] if path is None else ["--values", str(path)]
+
+
+def label(path: Path | None) -> str:
+    """A test id for a VALUES_FILES entry."""
+    return "defaults" if path is None else path.name
 
 
 def values_file(name: str) -> list[str]:

@@ -14,15 +14,17 @@ import yaml
 from tests.helpers import fixture
 from tests.manifests.chart import (
     CHART,
-    CI_VALUES,
     CUSTOM_KINDS,
     NAMESPACE,
     RELEASE,
+    VALUES_FILES,
     helm,
+    label,
     of_kind,
     one,
     template,
     template_error,
+    values_args,
     values_file,
 )
 from tests.manifests.conftest import Render, by_kind
@@ -32,16 +34,6 @@ from webhook.install import deployment
 from webhook.install.registration import webhook_configuration
 
 KUBERNETES_VERSION = "1.37.0"
-VALUES_FILES = [None, *CI_VALUES]
-"""The default values, then one file per option."""
-
-
-def values_args(path: Path | None) -> list[str]:
-    return [] if path is None else ["--values", str(path)]
-
-
-def label(path: Path | None) -> str:
-    return "defaults" if path is None else path.name
 
 
 def webhook_of(objects: list[Json]) -> Json:
