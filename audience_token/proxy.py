@@ -44,6 +44,7 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -705,6 +706,23 @@ def _app(
 
     app.cleanup_ctx.append(pool)
     return app
+
+
+class _MalformedRequests(logging.Filter):
+    """aiohttp logs each request it cannot parse as an error with a traceback (and the message may quote the
+    header, a token among them): here it is one INFO line naming the kind of fault, nothing of the request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = "a malformed request was refused (%s %s)", (error.code, type(error).__name__)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_server_log = logging.getLogger("audience_token.proxy.http")
+_server_log.addFilter(_MalformedRequests())
 
 
 def probe_app(proxy: web.Application) -> web.Application:

@@ -1,0 +1,68 @@
+"""Hostile requests at the verifying proxy, on a raw socket: a clear 4xx each, never a 500, nothing forged through."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from tests.audience_token.fake_api import fake_token
+from tests.proxy.support import Running
+
+CALLER = fake_token()
+
+
+HOSTILE: dict[str, bytes] = {
+    "a header line of 20 kB": b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000 + b"\r\n\r\n",
+    "a 100 kB bearer": b"GET /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + b"a" * 100_000 + b"\r\n\r\n",
+    "a bearer that is not ASCII": "GET /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer tökén\r\n\r\n".encode(),
+    "a NUL in a header": b"GET /echo HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+    "a folded header": b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Remote-User: a\r\n admin\r\n\r\n",
+    "no Host": b"GET /echo HTTP/1.1\r\n\r\n",
+    "both Content-Length and chunked": (
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    ),
+    "two Content-Lengths": b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+    "a bad chunk size": b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    "CONNECT": b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n",
+    "a request line of garbage": b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03\r\n\r\n",
+    "a path that is not ASCII": "GET /échо HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+    "an upgrade to something else": b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+}
+
+
+async def exchange(port: int, raw: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        async with asyncio.timeout(10):
+            return await reader.read(65536)
+    except ConnectionResetError:
+        return b""
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+async def test_a_hostile_request_gets_a_4xx_and_the_proxy_keeps_serving(proxy: Running, case: str) -> None:
+    answer = await exchange(proxy.port, HOSTILE[case])
+    status = int(answer.split(b" ", 2)[1]) if answer.startswith((b"HTTP/1.1 ", b"HTTP/1.0 ")) else None
+    assert status is not None, f"no HTTP answer: {answer[:100]!r}"
+    assert 400 <= status < 500, answer[:300]
+    assert b"Traceback" not in answer
+    assert b"system:serviceaccount" not in answer, "nothing reached the app as a caller"
+    healthy = await exchange(
+        proxy.port, f"GET /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CALLER}\r\n\r\n".encode()
+    )
+    assert healthy.startswith(b"HTTP/1.1 200 ")
+
+
+async def test_an_absolute_url_for_another_host_still_goes_only_to_the_app(proxy: Running) -> None:
+    raw = "GET http://elsewhere.invalid/echo?x=1 HTTP/1.1\r\nHost: elsewhere.invalid\r\n"
+    raw += f"Authorization: Bearer {CALLER}\r\n"
+    answer = await exchange(proxy.port, (raw + "Connection: close\r\n\r\n").encode())
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    echoed = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert echoed["path"] == "/echo?x=1"
