@@ -194,6 +194,7 @@ async def _proxy_app(settings: ProxySettings) -> "web.Application":
         context = ssl.create_default_context(cafile=settings.target_ca_file or None)
         token_file = TokenFile(settings.token_path or None)
         return proxy.outbound_proxy(token_file, target=settings.target, limits=limits, ssl_context=context)
+    proxy.loopback_upstream(settings.upstream)  # a wrong upstream is reported before any credentials are read
     kubeconfig = settings.kubeconfig or None
     verifier: Verifier
     if settings.verification == "offline":
