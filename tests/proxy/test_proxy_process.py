@@ -16,6 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from audience_token import ReviewerSettings
 from audience_token.proxy import ProxyLimits
 from tests.audience_token.fake_api import FakeApiServer, fake_token
 from tests.audience_token.tls import Material, make_material
@@ -198,6 +199,7 @@ def test_settings_that_cannot_work_exit_2_with_a_message_that_names_them(argumen
 def test_the_command_lines_defaults_are_the_librarys() -> None:
     settings = ProxySettings(upstream="http://127.0.0.1:1", audience="a", allow=("a/b",))
     assert limits_of(settings) == ProxyLimits()
+    assert settings.verdict_cache_seconds == ReviewerSettings().success_ttl == ReviewerSettings().failure_ttl
     assert dataclasses.fields(ProxyLimits)  # every field of the library's limits has its flag
     assert {f.name for f in dataclasses.fields(ProxyLimits)} - {"upstream_idle_seconds"} <= {
         f.name.removesuffix("_seconds").replace("identity_header_prefix", "identity_prefix")

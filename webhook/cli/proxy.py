@@ -57,6 +57,11 @@ class ProxySettings:
         "Inbound: tokenreview asks the API server about each new token; offline checks it against the "
         "cluster's published keys (revocation unseen until the token's exp).",
     )
+    verdict_cache_seconds: float = setting(
+        10.0,
+        "Tokenreview: seconds a verdict is kept (never past the token's exp): a revoked token still "
+        "passes for at most this long, and a token costs one TokenReview per this long.",
+    )
     kubeconfig: str = setting("", "Kubeconfig for the proxy's own API access; none means in-cluster (the Pod's).")
     issuer: str = setting("", "Offline: the cluster's service account issuer URL, when not read from the API server.")
     target: str = setting("", "Outbound: the one origin requests go to, such as https://secret-store.team.svc:8443.")
@@ -186,7 +191,7 @@ def limits_of(settings: ProxySettings) -> "ProxyLimits":
 async def _proxy_app(settings: ProxySettings) -> "web.Application":
     import ssl
 
-    from audience_token import TokenReviewer, Verifier, proxy
+    from audience_token import ReviewerSettings, TokenReviewer, Verifier, proxy
     from audience_token.token_file import TokenFile
 
     limits = limits_of(settings)
@@ -204,7 +209,13 @@ async def _proxy_app(settings: ProxySettings) -> "web.Application":
             settings.audience, allow=settings.allow, issuer=settings.issuer or None, kubeconfig=kubeconfig
         )
     else:
-        verifier = TokenReviewer(settings.audience, allow=settings.allow, kubeconfig=kubeconfig)
+        cache = settings.verdict_cache_seconds
+        verifier = TokenReviewer(
+            settings.audience,
+            allow=settings.allow,
+            kubeconfig=kubeconfig,
+            settings=ReviewerSettings(success_ttl=cache, failure_ttl=cache),
+        )
     try:
         return proxy.reverse_proxy(verifier, upstream=settings.upstream, open_paths=settings.open_paths, limits=limits)
     except BaseException:
