@@ -412,21 +412,24 @@ class _Forwarder:
             response.headers.add(name, value)
         if self.lifecycle.draining:
             response.force_close()
-        await response.prepare(request)
         try:
+            await response.prepare(request)
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
+        except ConnectionResetError:  # the client went away (aiohttp's ClientConnectionResetError is one)
+            return response
         except (aiohttp.ClientError, TimeoutError) as error:
             # The status is sent: the only honest signal left is to cut the connection, so the client
             # sees a truncated body instead of a complete-looking one.
             log.warning(
-                "upstream broke off its answer",
+                "the upstream broke off its answer",
                 extra={"fields": {"error": type(error).__name__, "path": request.path, "status": upstream.status}},
             )
             if request.transport is not None:
                 request.transport.abort()
             return response
-        await response.write_eof()
+        with contextlib.suppress(ConnectionResetError):
+            await response.write_eof()
         return response
 
     async def tunnel(self, request: web.Request, headers: CIMultiDict[str]) -> web.StreamResponse:

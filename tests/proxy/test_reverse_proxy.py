@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -255,3 +256,16 @@ async def test_the_probe_port_reports_health_readiness_and_counts(proxy: Running
     assert 'token_projector_proxy_requests_total{mode="inbound",outcome="forwarded",code="200"} 1' in lines
     assert 'token_projector_proxy_requests_total{mode="inbound",outcome="refused",code="401"} 1' in lines
     assert (await get(f"{proxy.url}/metrics", bearer()))[::2] == (404, b"404: Not Found"), "the app's, not the proxy's"
+
+
+async def test_a_client_that_leaves_before_the_answer_costs_no_error_in_the_log(
+    proxy: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+    writer.write(f"GET /slow?seconds=0.3 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CALLER}\r\n\r\n".encode())
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    writer.transport.abort()
+    await asyncio.sleep(0.5)  # the app answers to nobody
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert (await get(f"{proxy.url}/echo", bearer()))[0] == 200
