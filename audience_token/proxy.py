@@ -385,13 +385,13 @@ class _Forwarder:
 
     def _failed(self, error: BaseException, request: web.Request) -> web.Response:
         status, reason, message = _gateway_failure(self.origin, error, self.limits)
-        return self.gateway_answer(status, reason, message, request)
+        return self.gateway_answer(status, reason, message, request, error=type(error).__name__)
 
-    def gateway_answer(self, status: int, reason: str, message: str, request: web.Request) -> web.Response:
-        log.warning(
-            "upstream failed",
-            extra={"fields": {"status": status, "reason": reason, "method": request.method, "path": request.path}},
-        )
+    def gateway_answer(
+        self, status: int, reason: str, message: str, request: web.Request, *, error: str = ""
+    ) -> web.Response:
+        fields = {"status": status, "reason": reason, "method": request.method, "path": request.path}
+        log.warning("upstream failed", extra={"fields": {**fields, "error": error} if error else fields})
         error = "gateway_timeout" if status == 504 else "bad_gateway"
         response = _GatewayAnswer(
             body=json.dumps({"error": error, "reason": reason, "message": message}).encode(),
@@ -403,15 +403,30 @@ class _Forwarder:
         return response
 
     async def _stream_back(self, request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        length = upstream.content_length
+        small = length is not None and length <= _CHUNK and request.method != hdrs.METH_HEAD
+        response: web.StreamResponse = (
+            web.Response(status=upstream.status, reason=upstream.reason)
+            if small
+            else (web.StreamResponse(status=upstream.status, reason=upstream.reason))
+        )
         named = _connection_tokens(upstream.headers)
         for name, value in upstream.headers.items():
             key = name.lower()
-            if key in HOP_BY_HOP or key in named:
+            if key in HOP_BY_HOP or key in named or (small and key == "content-length"):
                 continue
             response.headers.add(name, value)
         if self.lifecycle.draining:
             response.force_close()
+        if small:
+            # A body of one chunk at most is read whole and sent with the headers: one write, not two.
+            try:
+                body = await upstream.read()
+            except (aiohttp.ClientError, TimeoutError) as error:
+                return self._failed(error, request)
+            assert isinstance(response, web.Response)
+            response.body = body
+            return response
         try:
             await response.prepare(request)
             async for chunk in upstream.content.iter_any():

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -38,7 +39,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from bench.verify import AUDIENCE, BenchApi, bench_token, free_port
+from bench.verify import AUDIENCE, BenchApi, bench_token, cpu_seconds, free_port
 from webhook.install.certs import CertRequest, write_certs
 from webhook.install.deployment import CA_FILE, CERT_FILE, KEY_FILE
 
@@ -183,6 +184,9 @@ class Measured:
     p50_us: float
     p99_us: float
     errors: int
+    requests: int
+    cpu_us: float = float("nan")
+    """The proxy's own CPU time (user + system) per request: steadier than req/s on a shared machine."""
 
 
 _UNITS = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0}
@@ -222,7 +226,8 @@ def wrk(port: int, token: str, *, connections: int, seconds: int) -> Measured:
         if "Socket errors" in out
         else 0
     )
-    return Measured(rps, _latency(out, "50"), _latency(out, "99"), errors)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return Measured(rps, _latency(out, "50"), _latency(out, "99"), errors, requests)
 
 
 def rss_mib(pid: int) -> float:
@@ -255,12 +260,17 @@ def run(*, binary: Path | None, seconds: int, rounds: int) -> dict[tuple[str, in
                     try:
                         wrk(port, token, connections=16, seconds=1)  # warm: pools filled, verdict cached
                         for connections in (1, 16):
+                            cpu_before = cpu_seconds(process.pid) if process else 0.0
                             measured = wrk(port, token, connections=connections, seconds=seconds)
+                            if process:
+                                spent = cpu_seconds(process.pid) - cpu_before
+                                measured = dataclasses.replace(measured, cpu_us=spent / measured.requests * 1e6)
                             memory = rss_mib(process.pid) if process else float("nan")
                             results.setdefault((kind, connections), []).append((measured, memory))
                             print(
                                 f"  round {round_ + 1} {kind:16} c={connections:<3} {measured.rps:9.0f} req/s  "
-                                f"p50 {measured.p50_us:7.0f} us  p99 {measured.p99_us:7.0f} us  RSS {memory:6.1f} MiB"
+                                f"p50 {measured.p50_us:7.0f} us  p99 {measured.p99_us:7.0f} us  RSS {memory:6.1f} MiB  "
+                                f"CPU {measured.cpu_us:5.0f} us/request"
                                 + (f"  ERRORS {measured.errors}" if measured.errors else ""),
                                 flush=True,
                             )
@@ -276,8 +286,11 @@ def run(*, binary: Path | None, seconds: int, rounds: int) -> dict[tuple[str, in
 
 
 def report(results: dict[tuple[str, int], list[tuple[Measured, float]]], *, rounds: int) -> None:
-    print("\n| proxy | connections | req/s | p50 | p99 | p50 added | p99 added | RSS | req/s ratio (tp/krp) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        "\n| proxy | connections | req/s | p50 | p99 | p50 added | p99 added | RSS | CPU per request "
+        "| req/s ratio (tp/krp) | CPU ratio (krp/tp) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for connections in (1, 16):
         base = results[("upstream", connections)]
         base_p50 = statistics.median(m.p50_us for m, _ in base)
@@ -290,17 +303,25 @@ def report(results: dict[tuple[str, int], list[tuple[Measured, float]]], *, roun
             p50 = statistics.median(m.p50_us for m, _ in rows)
             p99 = statistics.median(m.p99_us for m, _ in rows)
             memory = statistics.median(r for _, r in rows)
-            ratio = ""
+            ratio = cpu_ratio = ""
             if kind == "token-projector" and ("kube-rbac-proxy", connections) in results:
                 peer = results[("kube-rbac-proxy", connections)]
                 ratios = [a.rps / b.rps for (a, _), (b, _) in zip(rows, peer, strict=True)]
                 ratio = f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+                cpu_ratios = [b.cpu_us / a.cpu_us for (a, _), (b, _) in zip(rows, peer, strict=True)]
+                cpu_ratio = f"{statistics.median(cpu_ratios):.2f}x ({min(cpu_ratios):.2f}-{max(cpu_ratios):.2f})"
+            cpu = "" if kind == "upstream" else f"{statistics.median(m.cpu_us for m, _ in rows):.0f} us"
             added = "" if kind == "upstream" else f"{p50 - base_p50:.0f} us | {p99 - base_p99:.0f} us"
             added = added or " | "
             shown_memory = "" if kind == "upstream" else f"{memory:.1f} MiB"
-            cells = [kind, str(connections), f"{rps:.0f}", f"{p50:.0f} us", f"{p99:.0f} us", added, shown_memory, ratio]
+            cells = [kind, str(connections), f"{rps:.0f}", f"{p50:.0f} us", f"{p99:.0f} us", added, shown_memory, cpu]
+            cells += [ratio, cpu_ratio]
             print("| " + " | ".join(cells) + " |")
-    print(f"\nmedians of {rounds} rounds; ratio: token-projector's req/s over kube-rbac-proxy's in the same round")
+    print(
+        f"\nmedians of {rounds} rounds (lowest-highest); ratios per round: token-projector's req/s over "
+        "kube-rbac-proxy's, and kube-rbac-proxy's CPU time per request over token-projector's (what the req/s "
+        "ratio would be with each proxy's CPU saturated)"
+    )
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ from audience_token.proxy import ProxyLimits
 from tests.audience_token.fake_api import FakeApiServer, fake_token
 from tests.audience_token.tls import Material, make_material
 from tests.proxy.process import ProxyProcess, fake_api_kubeconfig, log_lines, proxy_process
+from webhook.cli.options import settings_table
 from webhook.cli.proxy import ProxySettings, limits_of
 
 CALLER = fake_token()
@@ -205,3 +206,11 @@ def test_the_command_lines_defaults_are_the_librarys() -> None:
         f.name.removesuffix("_seconds").replace("identity_header_prefix", "identity_prefix")
         for f in dataclasses.fields(ProxySettings)
     }
+
+
+def test_docs_proxy_md_shows_the_settings_table_generated_from_the_code() -> None:
+    page = (Path(__file__).parents[2] / "docs" / "proxy.md").read_text()
+    assert settings_table(ProxySettings) in page, (
+        "docs/proxy.md's settings table is out of date; regenerate it with python -c 'from webhook.cli.options "
+        "import settings_table; from webhook.cli.proxy import ProxySettings; print(settings_table(ProxySettings))'"
+    )

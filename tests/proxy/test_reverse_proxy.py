@@ -57,9 +57,11 @@ async def test_an_allowed_caller_reaches_the_app_with_its_identity_and_without_i
 
 
 async def test_a_request_body_and_the_answer_pass_unchanged(proxy: Running) -> None:
-    status, _, echoed = await get(f"{proxy.url}/echo", bearer(), method="PUT", data=b"payload \x00\xff")
+    status, headers, echoed = await get(f"{proxy.url}/echo", bearer(), method="PUT", data=b"payload \x00\xff")
     assert status == 200
     assert (echoed["method"], echoed["body"]) == ("PUT", "payload \x00\xff")
+    assert headers["Content-Type"] == "application/json; charset=utf-8"
+    assert int(headers["Content-Length"]) == len(json.dumps(echoed))
 
 
 @pytest.mark.parametrize(
