@@ -463,7 +463,8 @@ class _Forwarder:
             headers[hdrs.UPGRADE] = request.headers.get(hdrs.UPGRADE, "websocket")
             head = [f"{request.method} {request.rel_url.raw_path_qs} HTTP/1.1"]
             head += [f"{name}: {value}" for name, value in headers.items()]
-            writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+            # The values as aiohttp decoded them (UTF-8, undecodable bytes kept as surrogates): the same bytes out.
+            writer.write(("\r\n".join(head) + "\r\n\r\n").encode("utf-8", "surrogateescape"))
             try:
                 async with asyncio.timeout(self.limits.upstream_timeout):
                     raw = await reader.readuntil(b"\r\n\r\n")

@@ -66,3 +66,16 @@ async def test_an_absolute_url_for_another_host_still_goes_only_to_the_app(proxy
     assert answer.startswith(b"HTTP/1.1 200 ")
     echoed = json.loads(answer.split(b"\r\n\r\n", 1)[1])
     assert echoed["path"] == "/echo?x=1"
+
+
+@pytest.mark.parametrize("value", ["é".encode(), b"\xff\xfe", b"caf\xc3\xa9 \xe2\x82\xac"])
+async def test_a_websocket_upgrade_with_bytes_outside_ascii_in_a_header_still_reaches_the_app(
+    proxy: Running, value: bytes
+) -> None:
+    raw = (
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer " + CALLER.encode() + b"\r\n"
+        b"X-Name: " + value + b"\r\n\r\n"
+    )
+    answer = await exchange(proxy.port, raw)
+    assert answer.startswith(b"HTTP/1.1 101 "), answer[:200]
