@@ -260,11 +260,11 @@ def run(*, binary: Path | None, seconds: int, rounds: int) -> dict[tuple[str, in
                     try:
                         wrk(port, token, connections=16, seconds=1)  # warm: pools filled, verdict cached
                         for connections in (1, 16):
-                            cpu_before = cpu_seconds(process.pid) if process else 0.0
+                            metered = process or upstream  # the upstream alone: an aiohttp server's own cost
+                            cpu_before = cpu_seconds(metered.pid)
                             measured = wrk(port, token, connections=connections, seconds=seconds)
-                            if process:
-                                spent = cpu_seconds(process.pid) - cpu_before
-                                measured = dataclasses.replace(measured, cpu_us=spent / measured.requests * 1e6)
+                            spent = cpu_seconds(metered.pid) - cpu_before
+                            measured = dataclasses.replace(measured, cpu_us=spent / measured.requests * 1e6)
                             memory = rss_mib(process.pid) if process else float("nan")
                             results.setdefault((kind, connections), []).append((measured, memory))
                             print(
@@ -310,7 +310,7 @@ def report(results: dict[tuple[str, int], list[tuple[Measured, float]]], *, roun
                 ratio = f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
                 cpu_ratios = [b.cpu_us / a.cpu_us for (a, _), (b, _) in zip(rows, peer, strict=True)]
                 cpu_ratio = f"{statistics.median(cpu_ratios):.2f}x ({min(cpu_ratios):.2f}-{max(cpu_ratios):.2f})"
-            cpu = "" if kind == "upstream" else f"{statistics.median(m.cpu_us for m, _ in rows):.0f} us"
+            cpu = f"{statistics.median(m.cpu_us for m, _ in rows):.0f} us"
             added = "" if kind == "upstream" else f"{p50 - base_p50:.0f} us | {p99 - base_p99:.0f} us"
             added = added or " | "
             shown_memory = "" if kind == "upstream" else f"{memory:.1f} MiB"
