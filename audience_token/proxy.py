@@ -48,7 +48,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 from yarl import URL
 
-from audience_token.errors import ConfigError
+from audience_token.errors import ConfigError, TokenFileError
 from audience_token.identity import EXTRA_CREDENTIAL_ID, EXTRA_POD_NAME, EXTRA_POD_UID, Identity
 from audience_token.middleware import IDENTITY, Verifier, token_middleware
 from audience_token.token_file import TokenFile
@@ -601,44 +601,25 @@ def reverse_proxy(
     def is_identity(key: str) -> bool:
         return key == "authorization" or key.replace("_", "-").startswith(stripped)
 
-    metrics, lifecycle = forwarder.metrics, forwarder.lifecycle
-
-    async def handle(request: web.Request) -> web.StreamResponse:
-        started = time.perf_counter()
-        metrics.in_flight += 1
-        outcome, status = "forwarded", 0
-        try:
-            if request.method == hdrs.METH_CONNECT:
-                outcome, status = "refused", 405
-                return _no_tunnels()
-            headers = forwarder.headers_for(request, is_identity)
-            if request.rel_url.raw_path in open_set:  # the raw path: '/%68ealthz' is not '/healthz' here
-                outcome = "open"
-            else:
-                verdict = await check(request, _passed)
-                if verdict is not _PASSED:
-                    outcome, status = "refused", verdict.status
-                    if lifecycle.draining:
-                        verdict.force_close()
-                    return verdict
-                identity: Identity = request[IDENTITY]
-                headers[user_header] = identity.username
-                for group in identity.groups:
-                    headers.add(group_header, group)
-                for key, header in extra_headers:
-                    for value in identity.extra.get(key, ()):
-                        headers.add(header, value)
-            if _is_upgrade(request):
-                answer = await forwarder.tunnel(request, headers)
-            else:
-                answer = await forwarder.forward(request, headers)
-            status = answer.status
-            if isinstance(answer, _GatewayAnswer):
-                outcome = "upstream_error"
-            return answer
-        finally:
-            metrics.in_flight -= 1
-            metrics.count(outcome, status, time.perf_counter() - started)
+    async def handle(request: web.Request) -> tuple[web.StreamResponse, str]:
+        headers = forwarder.headers_for(request, is_identity)
+        outcome = "forwarded"
+        if request.rel_url.raw_path in open_set:  # the raw path: '/%68ealthz' is not '/healthz' here
+            outcome = "open"
+        else:
+            verdict = await check(request, _passed)
+            if verdict is not _PASSED:
+                return verdict, "refused"
+            identity: Identity = request[IDENTITY]
+            headers[user_header] = identity.username
+            for group in identity.groups:
+                headers.add(group_header, group)
+            for key, header in extra_headers:
+                for value in identity.extra.get(key, ()):
+                    headers.add(header, value)
+        if _is_upgrade(request):
+            return await forwarder.tunnel(request, headers), outcome
+        return await forwarder.forward(request, headers), outcome
 
     return _app(forwarder, handle, limits, close=verifier.close)
 
@@ -658,45 +639,24 @@ def outbound_proxy(
     limits = limits or ProxyLimits()
     origin = target_origin(target)
     forwarder = _Forwarder(origin, limits, ssl_context=ssl_context or True, mode="outbound")
-    metrics = forwarder.metrics
     target_host = urlsplit(origin).netloc
 
     def is_credential(key: str) -> bool:
         return key == "authorization"
 
-    async def handle(request: web.Request) -> web.StreamResponse:
-        started = time.perf_counter()
-        metrics.in_flight += 1
-        outcome, status = "forwarded", 0
+    async def handle(request: web.Request) -> tuple[web.StreamResponse, str]:
+        if request.raw_path.startswith(("http://", "https://")):  # absolute-form: a forward proxy's request
+            asked = f"{request.url.scheme}://{request.url.raw_authority}"
+            if asked != origin:
+                message = f"this proxy adds its Pod's token for {origin} only, not for {asked[:200]}"
+                return _answer(421, "misdirected_request", "other_origin", message), "refused"
+        headers = forwarder.headers_for(request, is_credential)
+        headers[hdrs.HOST] = target_host
         try:
-            if request.method == hdrs.METH_CONNECT:
-                outcome, status = "refused", 405
-                return _no_tunnels()
-            if request.url.is_absolute() and request.raw_path.startswith(("http://", "https://")):
-                asked = f"{request.url.scheme}://{request.url.raw_authority}"
-                if asked != origin:
-                    outcome, status = "refused", 421
-                    return _answer(
-                        421,
-                        "misdirected_request",
-                        "other_origin",
-                        f"this proxy adds its Pod's token for {origin} only, not for {asked[:200]}",
-                    )
-            headers = forwarder.headers_for(request, is_credential)
-            headers[hdrs.HOST] = target_host
-            try:
-                headers[hdrs.AUTHORIZATION] = "Bearer " + token_file.read()
-            except Exception as error:  # TokenFileError: the message names the path and what to check
-                outcome, status = "no_token", 503
-                return _answer(503, "temporarily_unavailable", "no_token", str(error))
-            answer = await forwarder.forward(request, headers)
-            status = answer.status
-            if isinstance(answer, _GatewayAnswer):
-                outcome = "upstream_error"
-            return answer
-        finally:
-            metrics.in_flight -= 1
-            metrics.count(outcome, status, time.perf_counter() - started)
+            headers[hdrs.AUTHORIZATION] = "Bearer " + token_file.read()
+        except TokenFileError as error:  # its message names the path and what to check
+            return _answer(503, "temporarily_unavailable", "no_token", str(error)), "no_token"
+        return await forwarder.forward(request, headers), "forwarded"
 
     async def nothing() -> None:
         return None
@@ -706,16 +666,38 @@ def outbound_proxy(
 
 def _app(
     forwarder: _Forwarder,
-    handle: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    handle: Callable[[web.Request], Awaitable[tuple[web.StreamResponse, str]]],
     limits: ProxyLimits,
     *,
     close: Callable[[], Awaitable[None]],
 ) -> web.Application:
-    app = web.Application(
-        handler_args={"max_line_size": limits.max_header_bytes, "max_field_size": limits.max_header_bytes}
-    )
+    metrics, lifecycle = forwarder.metrics, forwarder.lifecycle
+
+    async def counted(request: web.Request) -> web.StreamResponse:
+        """``handle``, counted for /metrics; CONNECT refused; each answer closing its connection while draining."""
+        started = time.perf_counter()
+        metrics.in_flight += 1
+        outcome, status = "error", 0
+        answer: web.StreamResponse
+        try:
+            if request.method == hdrs.METH_CONNECT:
+                answer, outcome = _no_tunnels(), "refused"
+            else:
+                answer, outcome = await handle(request)
+            if isinstance(answer, _GatewayAnswer):
+                outcome = "upstream_error"
+            if lifecycle.draining and not answer.prepared:
+                answer.force_close()
+            status = answer.status
+            return answer
+        finally:
+            metrics.in_flight -= 1
+            metrics.count(outcome, status, time.perf_counter() - started)
+
+    bounds = {"max_line_size": limits.max_header_bytes, "max_field_size": limits.max_header_bytes}
+    app = web.Application(handler_args={**bounds, "logger": _server_log})
     app[FORWARD] = forwarder
-    app.router.add_route("*", "/{path:.*}", handle)
+    app.router.add_route("*", "/{path:.*}", counted)
 
     async def pool(_: web.Application) -> AsyncIterator[None]:
         await forwarder.start()

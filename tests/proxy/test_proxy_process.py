@@ -135,6 +135,8 @@ async def test_the_log_is_json_lines_and_never_holds_a_token(running: ProxyProce
     await running.process.wait()
     lines = log_lines(running)
     assert {line["msg"] for line in lines} >= {"serving", "stopped"}
+    assert [line for line in lines if line["level"] == "error" or "exception" in line] == []
+    assert any(line["msg"].startswith("a malformed request was refused (400") for line in lines)
     everything = "".join(running.stderr)
     for token in (CALLER, revoked):
         for part in token.split("."):
