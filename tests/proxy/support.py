@@ -139,6 +139,20 @@ async def proxy_serving(app: web.Application, **listen: Any) -> AsyncIterator[Ru
         await task
 
 
+async def exchange(port: int, raw: bytes) -> bytes:
+    """Send ``raw`` on a new loopback connection; what came back before the proxy closed it (or 64 KiB)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(raw)
+        await writer.drain()
+        async with asyncio.timeout(10):
+            return await reader.read(65536)
+    except ConnectionResetError:
+        return b""
+    finally:
+        writer.close()
+
+
 def headers_of(echoed: dict[str, Any], name: str) -> list[str]:
     """Every value the app received for header ``name`` (any case)."""
     return [value for key, value in echoed["headers"] if key.lower() == name.lower()]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import pytest
 
 from tests.audience_token.fake_api import fake_token
-from tests.proxy.support import Running
+from tests.proxy.support import Running, exchange
 
 CALLER = fake_token()
 
@@ -30,19 +29,6 @@ HOSTILE: dict[str, bytes] = {
     "a path that is not ASCII": "GET /échо HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
     "an upgrade to something else": b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
 }
-
-
-async def exchange(port: int, raw: bytes) -> bytes:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(raw)
-        await writer.drain()
-        async with asyncio.timeout(10):
-            return await reader.read(65536)
-    except ConnectionResetError:
-        return b""
-    finally:
-        writer.close()
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))

@@ -12,7 +12,7 @@ import pytest
 
 from audience_token.proxy import outbound_proxy
 from audience_token.token_file import TokenFile
-from tests.proxy.support import Running, headers_of, proxy_serving
+from tests.proxy.support import Running, exchange, headers_of, proxy_serving
 
 FIRST, SECOND = "first.token.value", "second.token.value"
 
@@ -61,10 +61,8 @@ async def test_a_redirect_comes_back_to_the_caller_unfollowed(outbound: Running)
 
 @pytest.mark.parametrize("target", ["http://elsewhere.invalid/steal", "http://127.0.0.1:1/x"])
 async def test_a_request_for_another_origin_is_refused_and_gets_no_token(outbound: Running, target: str) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", outbound.port)
-    writer.write(f"GET {target} HTTP/1.1\r\nHost: elsewhere.invalid\r\nConnection: close\r\n\r\n".encode())
-    answer = await reader.read()
-    writer.close()
+    raw = f"GET {target} HTTP/1.1\r\nHost: elsewhere.invalid\r\nConnection: close\r\n\r\n"
+    answer = await exchange(outbound.port, raw.encode())
     assert answer.startswith(b"HTTP/1.1 421 "), answer[:100]
     assert FIRST.encode() not in answer
 

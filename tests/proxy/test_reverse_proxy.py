@@ -16,7 +16,7 @@ from audience_token import protect
 from audience_token.proxy import ProxyLimits, reverse_proxy
 from tests.audience_token.fake_api import FakeApiServer, fake_token
 from tests.proxy.conftest import reviewer_of
-from tests.proxy.support import Running, headers_of, proxy_serving, serving
+from tests.proxy.support import Running, exchange, headers_of, proxy_serving, serving
 from tests.tls_material import free_port
 
 CALLER = fake_token("api", "api", pod=("api-7d4b9", "0f6c1e1a-1111-4a7e-9d4c-2b5f0a9d0001"))
@@ -178,10 +178,7 @@ async def test_an_open_path_is_forwarded_without_a_token_and_without_identity(pr
 
 @pytest.mark.parametrize("path", ["/healthz/", "/%68ealthz", "/healthz/../echo", "/HEALTHZ", "//healthz"])
 async def test_only_the_exact_open_path_is_open(proxy: Running, path: str) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
-    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-    answer = await reader.read()
-    writer.close()
+    answer = await exchange(proxy.port, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
     assert answer.startswith(b"HTTP/1.1 401 "), answer[:200]
 
 
