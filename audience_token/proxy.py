@@ -361,27 +361,21 @@ class _Forwarder:
                     continue
                 return self._failed(error, request)
             except _ClientTooSlow:
-                return _answer(
-                    408,
-                    "request_timeout",
-                    "client_body_timeout",
-                    f"the request body stopped arriving for {self.limits.client_body_timeout:g} s",
-                    lifecycle=self.lifecycle,
-                )
+                return self._too_slow()
             except (aiohttp.ClientError, TimeoutError, OSError) as error:
                 if isinstance(error.__cause__ or error.__context__, _ClientTooSlow):
-                    return _answer(
-                        408,
-                        "request_timeout",
-                        "client_body_timeout",
-                        f"the request body stopped arriving for {self.limits.client_body_timeout:g} s",
-                        lifecycle=self.lifecycle,
-                    )
+                    return self._too_slow()
                 return self._failed(error, request)
         try:
             return await self._stream_back(request, upstream)
         finally:
             upstream.release()
+
+    def _too_slow(self) -> web.Response:
+        message = f"the request body stopped arriving for {self.limits.client_body_timeout:g} s"
+        response = _answer(408, "request_timeout", "client_body_timeout", message)
+        response.force_close()  # the rest of that body must never be read as the next request
+        return response
 
     def _failed(self, error: BaseException, request: web.Request) -> web.Response:
         status, reason, message = _gateway_failure(self.origin, error, self.limits)

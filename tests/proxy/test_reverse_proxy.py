@@ -268,3 +268,17 @@ async def test_a_client_that_leaves_before_the_answer_costs_no_error_in_the_log(
     await asyncio.sleep(0.5)  # the app answers to nobody
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert (await get(f"{proxy.url}/echo", bearer()))[0] == 200
+
+
+async def test_a_client_that_stops_sending_its_body_gets_a_408(fake_api: FakeApiServer, app_url: str) -> None:
+    limits = ProxyLimits(client_body_timeout=0.3)
+    async with proxy_serving(reverse_proxy(reviewer_of(fake_api), upstream=app_url, limits=limits)) as proxy:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        head = f"POST /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CALLER}\r\nContent-Length: 100\r\n\r\n"
+        writer.write(head.encode() + b"only ten b")
+        async with asyncio.timeout(5):
+            answer = await reader.read(65536)
+        writer.close()
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:300]
+    assert b'"client_body_timeout"' in answer
+    assert b"Connection: close" in answer, "the rest of the body must not be read as another request"
