@@ -48,7 +48,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 from yarl import URL
 
-from audience_token.errors import ConfigError, TokenFileError
+from audience_token.errors import MALFORMED, ConfigError, TokenFileError, Unauthenticated
 from audience_token.identity import EXTRA_CREDENTIAL_ID, EXTRA_POD_NAME, EXTRA_POD_UID, Identity
 from audience_token.middleware import IDENTITY, Verifier, token_middleware
 from audience_token.token_file import TokenFile
@@ -542,6 +542,35 @@ class _Feed:
         self._reader.feed_eof()
 
 
+class _Guarded:
+    """``verifier``, whose ``verify`` turns a value it cannot compute with (an ``exp`` of 400 digits: an
+    OverflowError from float()) into the refusal of a malformed token, which the middleware answers as
+    a 401, instead of an exception that aiohttp answers as a 500. ``lookup`` is the verifier's own."""
+
+    def __init__(self, verifier: Verifier) -> None:
+        self._verifier = verifier
+        self.audience = verifier.audience
+        self.close = verifier.close
+        lookup = getattr(verifier, "lookup", None)
+        if lookup is not None:
+            self.lookup = lookup
+
+    async def verify(self, token: str) -> Identity:
+        try:
+            return await self._verifier.verify(token)
+        except (ArithmeticError, ValueError) as error:
+            if isinstance(error, ConfigError):
+                raise
+            log.warning(
+                "a token's claims could not be computed with", extra={"fields": {"error": type(error).__name__}}
+            )
+            raise Unauthenticated(
+                "the token cannot be read: a claim holds a value out of any range (such as an exp of hundreds "
+                "of digits); send the token the kubelet wrote, unchanged",
+                reason=MALFORMED,
+            ) from None
+
+
 def _no_tunnels() -> web.Response:
     return _answer(
         405,
@@ -583,7 +612,7 @@ def reverse_proxy(
     """
     limits = limits or ProxyLimits()
     forwarder = _Forwarder(loopback_upstream(upstream), limits, ssl_context=False, mode="inbound")
-    check = token_middleware(verifier)
+    check = token_middleware(_Guarded(verifier))
     open_set = frozenset(open_paths)
     prefix = limits.identity_prefix
     user_header, group_header, extra_prefix = f"{prefix}User", f"{prefix}Group", f"{prefix}Extra-"

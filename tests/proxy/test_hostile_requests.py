@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -65,3 +66,27 @@ async def test_a_websocket_upgrade_with_bytes_outside_ascii_in_a_header_still_re
     )
     answer = await exchange(proxy.port, raw)
     assert answer.startswith(b"HTTP/1.1 101 "), answer[:200]
+
+
+def _with_claims(claims: bytes) -> str:
+    def part(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    header = part(b'{"alg":"RS256","kid":"fake"}')
+    return f"{header}.{part(claims)}.{part(b'signature-filler' * 8)}"
+
+
+@pytest.mark.parametrize("exp", [b"9" * 400, b"-" + b"9" * 400, b"1e400"])
+async def test_a_token_whose_exp_is_out_of_any_range_is_a_401_not_a_500(proxy: Running, exp: bytes) -> None:
+    claims = (
+        b'{"aud":["secret-store"],"iat":1,"iss":"https://kubernetes.default.svc.cluster.local",'
+        b'"sub":"system:serviceaccount:api:api","kubernetes.io":{"namespace":"api"},'
+        b'"fake":{"valid":false,"nonce":""},"exp":' + exp + b"}"
+    )
+    token = _with_claims(claims)
+    answer = await exchange(
+        proxy.port, f"GET /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+    )
+    assert answer.startswith(b"HTTP/1.1 401 "), answer[:300]
+    assert b'error="invalid_token"' in answer
+    assert token.encode() not in answer
