@@ -26,6 +26,7 @@ from tests.e2e.pods import annotated
 from tests.e2e.reviewer_support import Forwarder, ReviewerAccount, reviewer_identity
 from tests.e2e.tokens import kubelet_token, token_bound_to
 from tests.proxy.process import ProxyProcess, proxy_process
+from tests.proxy.scenarios import MiB, drain_under_load, stream_100_mib_each_way
 from tests.proxy.support import headers_of, plain_app, serving
 from tests.tls_material import free_port
 
@@ -155,3 +156,27 @@ async def test_with_the_api_server_unreachable_the_answer_is_503_and_with_the_ap
     assert body["error"] == "temporarily_unavailable"
     assert int(headers["Retry-After"]) >= 1
     assert f"127.0.0.1:{forwarder.port}" in body["message"]
+
+
+async def test_streams_100_mib_each_way_in_flat_memory_and_echoes_a_websocket(
+    receiver: ReviewerAccount, caller_pod: dict[str, Any], control_plane: ControlPlane, app_url: str
+) -> None:
+    token = kubelet_token(control_plane, caller_pod)
+    allow = f"{caller_pod['metadata']['namespace']}/app"
+    async with proxy_process(*arguments(receiver.kubeconfig, app_url, allow)) as proxy:
+        grown = await stream_100_mib_each_way(proxy, token)
+        assert grown < 16 * MiB, f"the proxy's peak memory grew {grown / MiB:.1f} MiB while streaming 2 x 100 MiB"
+        headers = {"Authorization": f"Bearer {token}"}
+        async with aiohttp.ClientSession() as session, session.ws_connect(f"{proxy.url}/ws", headers=headers) as ws:
+            await ws.send_str("hello")
+            assert await ws.receive_str(timeout=10) == "echo: hello"
+            await ws.close()
+
+
+async def test_sigterm_drains_under_load_with_the_real_api_server_and_loses_no_request(
+    receiver: ReviewerAccount, caller_pod: dict[str, Any], control_plane: ControlPlane, app_url: str
+) -> None:
+    allow = f"{caller_pod['metadata']['namespace']}/app"
+    more = ("--drain-seconds", "1.5", "--shutdown-timeout-seconds", "5")
+    async with proxy_process(*arguments(receiver.kubeconfig, app_url, allow, *more)) as proxy:
+        await drain_under_load(proxy, kubelet_token(control_plane, caller_pod))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import hashlib
 import shutil
 import ssl
 import subprocess
@@ -21,11 +20,11 @@ from audience_token.proxy import ProxyLimits
 from tests.audience_token.fake_api import FakeApiServer, fake_token
 from tests.audience_token.tls import Material, make_material
 from tests.proxy.process import ProxyProcess, fake_api_kubeconfig, log_lines, proxy_process
+from tests.proxy.scenarios import MiB, drain_under_load, stream_100_mib_each_way
 from webhook.cli.options import settings_table
 from webhook.cli.proxy import ProxySettings, limits_of
 
 CALLER = fake_token()
-MiB = 1024 * 1024
 
 
 def inbound(kubeconfig: Path, app_url: str, *more: str) -> tuple[str, ...]:
@@ -49,30 +48,7 @@ async def running(fake_api: FakeApiServer, app_url: str, tmp_path: Path) -> Asyn
 
 
 async def test_a_100_mib_upload_and_download_pass_through_in_flat_memory(running: ProxyProcess) -> None:
-    headers = {"Authorization": f"Bearer {CALLER}"}
-    block = bytes(range(256)) * 256
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{running.url}/echo", headers=headers) as warm:
-            assert warm.status == 200
-        running.reset_peak()
-        before = running.memory("VmRSS")
-
-        async def body() -> AsyncIterator[bytes]:
-            for _ in range(100 * MiB // len(block)):
-                yield block
-
-        async with session.post(f"{running.url}/upload", data=body(), headers=headers) as response:
-            uploaded = await response.json()
-        expected = hashlib.sha256(block * (100 * MiB // len(block))).hexdigest()
-        assert uploaded == {"bytes": 100 * MiB, "sha256": expected}
-        received = 0
-        async with session.get(f"{running.url}/download?bytes={100 * MiB}", headers=headers) as response:
-            assert response.headers["Content-Length"] == str(100 * MiB)
-            async for chunk in response.content.iter_chunked(MiB):
-                received += len(chunk)
-        assert received == 100 * MiB
-    grown = running.memory("VmHWM") - before
-    print(f"proxy RSS before {before / MiB:.1f} MiB, peak growth over 200 MiB streamed: {grown / MiB:.1f} MiB")
+    grown = await stream_100_mib_each_way(running, CALLER)
     assert grown < 16 * MiB, f"the proxy's peak memory grew {grown / MiB:.1f} MiB while streaming 2 x 100 MiB"
 
 
@@ -81,44 +57,7 @@ async def test_sigterm_drains_under_load_and_loses_no_request(
 ) -> None:
     arguments = inbound(fake_api_kubeconfig(fake_api, tmp_path), app_url, "--drain-seconds", "1.5")
     async with proxy_process(*arguments, "--shutdown-timeout-seconds", "5") as running:
-        headers = {"Authorization": f"Bearer {CALLER}"}
-        statuses: list[int] = []
-        errors: list[str] = []
-        routed = True  # the Service keeps routing here until the endpoint is removed, within the drain time
-
-        async def caller(session: aiohttp.ClientSession) -> None:
-            while routed:
-                try:
-                    async with session.get(f"{running.url}/echo", headers=headers) as response:
-                        await response.read()
-                        statuses.append(response.status)
-                except aiohttp.ClientError as error:
-                    errors.append(repr(error))
-
-        async def slow(session: aiohttp.ClientSession) -> int:
-            async with session.get(f"{running.url}/slow?seconds=3", headers=headers) as response:
-                await response.read()
-                return response.status
-
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=32)) as session:
-            callers = [asyncio.create_task(caller(session)) for _ in range(16)]
-            late = asyncio.create_task(slow(session))
-            await asyncio.sleep(0.5)
-            before = len(statuses)
-            running.terminate()
-            await asyncio.sleep(0.3)
-            async with session.get(f"{running.probes}/readyz") as readyz:
-                assert readyz.status == 503, "not ready while draining"
-            await asyncio.sleep(0.7)
-            routed = False
-            await asyncio.gather(*callers)
-            assert await late == 200, "a request in flight when SIGTERM came is answered"
-        during_drain = len(statuses) - before
-        assert await running.process.wait() == 0
-    assert errors == []
-    assert set(statuses) == {200}
-    assert during_drain > 0, "requests kept being answered while draining"
-    assert any(line["msg"] == "draining" for line in log_lines(running))
+        await drain_under_load(running, CALLER)
 
 
 async def test_the_log_is_json_lines_and_never_holds_a_token(running: ProxyProcess) -> None:
