@@ -386,9 +386,9 @@ class _Forwarder:
     ) -> web.Response:
         fields = {"status": status, "reason": reason, "method": request.method, "path": request.path}
         log.warning("upstream failed", extra={"fields": {**fields, "error": error} if error else fields})
-        error = "gateway_timeout" if status == 504 else "bad_gateway"
+        code = "gateway_timeout" if status == 504 else "bad_gateway"
         response = _GatewayAnswer(
-            body=json.dumps({"error": error, "reason": reason, "message": message}).encode(),
+            body=json.dumps({"error": code, "reason": reason, "message": message}).encode(),
             status=status,
             content_type="application/json",
         )
