@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -135,6 +136,39 @@ def test_settings_that_cannot_work_exit_2_with_a_message_that_names_them(argumen
     )
     assert result.returncode == 2, result.stderr
     assert said in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_port_in_use_exits_2_saying_which(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        arguments = ["--upstream", "http://127.0.0.1:9", "--audience", "a", "--allow", "a/b", "--address", "127.0.0.1"]
+        kubeconfig = tmp_path / "kubeconfig.json"
+        kubeconfig.write_text(
+            '{"current-context":"c","contexts":[{"name":"c","context":{"cluster":"c","user":"u"}}],'
+            '"clusters":[{"name":"c","cluster":{"server":"https://127.0.0.1:1"}}],"users":[{"name":"u","user":{"token":"t"}}]}'
+        )
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "webhook",
+                "proxy",
+                *arguments,
+                "--port",
+                str(port),
+                "--kubeconfig",
+                str(kubeconfig),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+    assert result.returncode == 2, result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
 
 

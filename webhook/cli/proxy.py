@@ -150,6 +150,9 @@ def run(args: argparse.Namespace) -> int:
     logs.configure(settings.log_level)
     try:
         asyncio.run(serve(settings))
+    except OSError as error:  # binding a port: the only I/O before serving that is not the library's
+        ports = f"{settings.listen_address}:{settings.port} (or --probe-port {settings.probe_port})"
+        raise ConfigError(f"cannot listen on {ports}: {error.strerror or error}") from None
     finally:
         logging.shutdown()
     return 0
