@@ -12,14 +12,17 @@ import dataclasses
 import os
 import typing
 from collections.abc import Mapping
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from webhook.core.contract import Contract, bad_setting, env_of, flag_of
-from webhook.server.settings import ServerSettings
+from webhook.core.contract import bad_setting, env_of, flag_of
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 _KIND_NAMES: dict[object, str] = {bool: "a boolean (true/false)", int: "a whole number", float: "a number"}
 
-S = TypeVar("S", Contract, ServerSettings)
+S = TypeVar("S", bound="DataclassInstance")
+"""A settings class: ``Contract``, ``ServerSettings``, ``ProxySettings``."""
 
 
 def _shown_default(value: object) -> str | None:
@@ -31,7 +34,7 @@ def _shown_default(value: object) -> str | None:
     return str(value) if value != "" else None
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type[Contract] | type[ServerSettings]) -> None:
+def add_arguments(parser: argparse.ArgumentParser, cls: "type[DataclassInstance]") -> None:
     """Add one flag per field of ``cls``; its help shows the default and the environment variable."""
     group = parser.add_argument_group(f"{cls.__name__} settings", cls.__doc__)
     hints = typing.get_type_hints(cls)
@@ -85,7 +88,7 @@ def _convert(name: str, raw: object, *, kind: Any) -> object:
     return raw
 
 
-def settings_table(cls: type[Contract] | type[ServerSettings]) -> str:
+def settings_table(cls: "type[DataclassInstance]") -> str:
     """The Markdown table of ``cls``'s settings, as the README shows it."""
     rows = ["| flag | environment variable | default | meaning |", "| --- | --- | --- | --- |"]
     for f in dataclasses.fields(cls):
