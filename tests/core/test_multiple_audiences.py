@@ -352,7 +352,9 @@ def test_a_container_that_sets_one_of_the_variables_keeps_its_value_gets_the_oth
 def test_skipped_containers_get_nothing_and_a_mount_conflict_is_still_denied() -> None:
     pod = patched(two(container("app"), container("proxy"), skip_containers="proxy"))
     assert "env" not in pod["spec"]["containers"][1]
-    other = container("app", volumeMounts=[{"name": "creds", "mountPath": "/var/run/secrets/token-projector.io/tokens"}])
+    other = container(
+        "app", volumeMounts=[{"name": "creds", "mountPath": "/var/run/secrets/token-projector.io/tokens"}]
+    )
     body = admission_review(make_pod(other, annotations=annotated("a, b"), volumes=[{"name": "creds", "emptyDir": {}}]))
     assert "token-projector.io/skip-containers: app" in denial(body)["message"]
 

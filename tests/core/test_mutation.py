@@ -211,7 +211,9 @@ def test_our_volume_name_with_another_audience_is_denied_and_both_audiences_name
     assert "'data-store'" in status["message"]
 
 
-@pytest.mark.parametrize("path", ["/var/run/secrets/token-projector.io/tokens", "/var/run/secrets/token-projector.io/tokens/"])
+@pytest.mark.parametrize(
+    "path", ["/var/run/secrets/token-projector.io/tokens", "/var/run/secrets/token-projector.io/tokens/"]
+)
 def test_another_volume_mounted_at_the_mount_path_is_denied_and_the_conflict_named(path: str) -> None:
     app = container("app", volumeMounts=[{"name": "creds", "mountPath": path}])
     status = denial(
@@ -224,7 +226,9 @@ def test_another_volume_mounted_at_the_mount_path_is_denied_and_the_conflict_nam
 
 
 def test_a_mount_path_conflict_in_a_skipped_container_is_no_conflict() -> None:
-    other = container("other", volumeMounts=[{"name": "creds", "mountPath": "/var/run/secrets/token-projector.io/tokens"}])
+    other = container(
+        "other", volumeMounts=[{"name": "creds", "mountPath": "/var/run/secrets/token-projector.io/tokens"}]
+    )
     body = admission_review(
         make_pod(
             container("app"),

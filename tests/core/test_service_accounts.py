@@ -98,7 +98,10 @@ def test_a_typo_on_a_service_account_is_a_warning_naming_it() -> None:
 @pytest.mark.parametrize(
     ("annotations", "said"),
     [
-        ({"token-projector.io/audience": ""}, "annotation token-projector.io/audience from ServiceAccount api/api is empty"),
+        (
+            {"token-projector.io/audience": ""},
+            "annotation token-projector.io/audience from ServiceAccount api/api is empty",
+        ),
         (
             {"token-projector.io/audience": "https://kubernetes.default.svc"},
             "annotation token-projector.io/audience from ServiceAccount api/api is 'https://kubernetes.default.svc'",

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple, cast
 
 import orjson
 
-from webhook.core.annotations import read_token_spec, unknown_annotations
+from webhook.core.annotations import unknown_annotations
 from webhook.core.contract import Contract
 from webhook.core.document import absent_names, decode
 from webhook.core.kubernetes import MIRROR_POD_ANNOTATION
@@ -141,10 +141,7 @@ def _mutate(
 ) -> tuple[Outcome, AdmissionResponse]:
     """The outcome and the allowing response for an admissible Pod; raises ``Denied`` otherwise."""
     response: AdmissionResponse = {"uid": uid, "allowed": True}
-    if account is None:
-        spec, warnings, source = read_token_spec(annotations, contract), [], ""
-    else:
-        spec, warnings, source = read_with_account(annotations, account, contract)
+    spec, warnings, source = read_with_account(annotations, account, contract)
     warnings += [
         f"annotation {key} is not one token-projector knows and was ignored"
         for key in unknown_annotations(annotations, contract)

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 from webhook.core.annotations import TokenSpec, read_token_spec
 from webhook.core.contract import AUDIENCE_KEY, EXPIRATION_KEY, SKIP_CONTAINERS_KEY, Contract
+from webhook.core.kubernetes import MIRROR_POD_ANNOTATION
 from webhook.core.messages import shown
 from webhook.errors import Denied
 
@@ -55,9 +56,9 @@ def account_of_review(body: object) -> tuple[str, str] | None:
     spec, metadata = pod.get("spec"), pod.get("metadata")
     if not isinstance(spec, dict) or (metadata is not None and not isinstance(metadata, dict)):
         return None
-    if isinstance(metadata, dict) and isinstance(metadata.get("annotations"), dict):
-        if "kubernetes.io/config.mirror" in metadata["annotations"]:
-            return None
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    if isinstance(annotations, dict) and MIRROR_POD_ANNOTATION in annotations:
+        return None
     name = _account_name(spec)
     return (namespace, name) if name else None
 
