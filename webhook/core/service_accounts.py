@@ -20,6 +20,11 @@ from webhook.core.kubernetes import MIRROR_POD_ANNOTATION
 from webhook.core.messages import shown
 from webhook.errors import Denied
 
+NAMESPACE_LABEL = "token-projector.io/service-accounts"
+"""A namespace labelled ``token-projector.io/service-accounts: enabled`` sends all its Pods to the webhook,
+whose review then applies their ServiceAccounts' annotations (docs/serviceaccount-opt-in.md)."""
+NAMESPACE_LABEL_VALUE = "enabled"
+
 INHERITED_KEYS = (AUDIENCE_KEY, EXPIRATION_KEY)
 """The annotations a ServiceAccount may set for its Pods (``skip-containers`` names a Pod's containers)."""
 
