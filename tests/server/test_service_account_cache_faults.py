@@ -7,6 +7,7 @@ GET that never answers, a 403, an event line larger than aiohttp's line limit.
 """
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
@@ -120,18 +121,27 @@ async def fake(tmp_path: Path) -> AsyncIterator[tuple[FakeApiServer, ServerSetti
     await runner.cleanup()
 
 
+@contextlib.asynccontextmanager
+async def cache_running(settings: ServerSettings) -> AsyncIterator[ServiceAccountCache]:
+    """A started cache, listing and watching in a task, stopped and closed at the end."""
+    cache = ServiceAccountCache(settings, Contract())
+    await cache.start()
+    task = asyncio.create_task(cache.run())
+    try:
+        yield cache
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await cache.close()
+
+
 @pytest.fixture
 async def running(
     fake: tuple[FakeApiServer, ServerSettings],
 ) -> AsyncIterator[tuple[FakeApiServer, ServiceAccountCache]]:
     server, settings = fake
-    cache = ServiceAccountCache(settings, Contract())
-    await cache.start()
-    task = asyncio.create_task(cache.run())
-    yield server, cache
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    await cache.close()
+    async with cache_running(settings) as cache:
+        yield server, cache
 
 
 async def until(check: Any, within: float = 5) -> None:
@@ -149,20 +159,13 @@ async def test_a_410_on_the_watch_relists_and_the_cache_holds_what_changed_meanw
     server, settings = fake
     server.accounts[("shop", "api")] = {AUDIENCE: "vault"}
     server.watch_gone_once = True
-    cache = ServiceAccountCache(settings, Contract())
-    await cache.start()
-    task = asyncio.create_task(cache.run())
-    try:
+    async with cache_running(settings) as cache:
         await cache.synced.wait()
         server.accounts[("shop", "api")] = {AUDIENCE: "data-store"}
         await until(lambda: server.lists == 2)
         await until(lambda: cache.relists == 2)
         account = await cache.lookup("shop", "api")
         assert account.annotations == {AUDIENCE: "data-store"}
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await cache.close()
 
 
 async def test_watch_events_update_and_delete_and_an_event_over_64_kib_is_read_whole(
@@ -200,11 +203,8 @@ async def test_a_forbidden_read_says_which_rbac_is_missing_and_never_logs_the_to
 ) -> None:
     server, settings = fake
     server.forbid = True
-    cache = ServiceAccountCache(settings, Contract())
-    await cache.start()
     caplog.set_level(logging.DEBUG)
-    task = asyncio.create_task(cache.run())
-    try:
+    async with cache_running(settings) as cache:
         account = await cache.lookup("shop", "api")
         assert "grant it get, list and watch on serviceaccounts" in account.unreadable_because
         await until(lambda: "retrying in" in caplog.text)
@@ -212,10 +212,6 @@ async def test_a_forbidden_read_says_which_rbac_is_missing_and_never_logs_the_to
         assert server.authorizations == {f"Bearer {TOKEN}"}
         assert TOKEN not in caplog.text
         assert TOKEN not in repr(cache)
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        await cache.close()
 
 
 async def test_an_account_absent_from_the_api_server_sets_nothing(
