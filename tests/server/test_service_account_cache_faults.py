@@ -41,6 +41,7 @@ class FakeApiServer:
     accounts: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     version: int = 1
     watch_gone_once: bool = False
+    watch_ends_at_once: bool = False
     hang_get: bool = False
     forbid: bool = False
     big_annotation: int = 0
@@ -79,6 +80,8 @@ class FakeApiServer:
         self.watches += 1
         response = web.StreamResponse()
         await response.prepare(request)
+        if self.watch_ends_at_once:
+            return response
         if self.watch_gone_once:
             self.watch_gone_once = False
             event = {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}}
@@ -212,6 +215,17 @@ async def test_a_forbidden_read_says_which_rbac_is_missing_and_never_logs_the_to
         assert server.authorizations == {f"Bearer {TOKEN}"}
         assert TOKEN not in caplog.text
         assert TOKEN not in repr(cache)
+
+
+async def test_a_watch_that_keeps_ending_at_once_is_retried_with_backoff_not_in_a_tight_loop(
+    fake: tuple[FakeApiServer, ServerSettings],
+) -> None:
+    server, settings = fake
+    server.watch_ends_at_once = True
+    async with cache_running(settings) as cache:
+        await cache.synced.wait()
+        await asyncio.sleep(1.2)
+        assert 2 <= server.watches <= 5, server.watches  # 0.2 + 0.4 + 0.8 s apart
 
 
 async def test_an_account_absent_from_the_api_server_sets_nothing(

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import random
 import ssl
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -115,8 +116,12 @@ class ServiceAccountCache:
                     await self._list()
                     self.synced.set()
                     delay = BACKOFF_FIRST
-                await self._watch()
-                delay = BACKOFF_FIRST
+                started = time.monotonic()
+                if await self._watch() or time.monotonic() - started > 1:
+                    delay = BACKOFF_FIRST
+                else:  # ended at once with nothing: no tight loop against a server that keeps doing that
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, BACKOFF_MAX)
             except asyncio.CancelledError:
                 raise
             except Gone:
@@ -152,8 +157,10 @@ class ServiceAccountCache:
         self._accounts, self._resource_version = accounts, version
         log.info("ServiceAccount cache listed", extra={"fields": {"accounts": len(accounts)}})
 
-    async def _watch(self) -> None:
+    async def _watch(self) -> int:
+        """Watch from the last resourceVersion until the stream ends; the number of events applied."""
         self.watches += 1
+        applied = 0
         params = {
             "watch": "true",
             "resourceVersion": self._resource_version,
@@ -172,6 +179,8 @@ class ServiceAccountCache:
                 for line in lines:
                     if line.strip():
                         self._apply(orjson.loads(line))
+                        applied += 1
+        return applied
 
     def _apply(self, event: dict[str, Any]) -> None:
         kind, obj = event.get("type"), event.get("object") or {}
