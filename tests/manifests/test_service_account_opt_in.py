@@ -5,7 +5,11 @@ from pathlib import Path
 
 from tests.manifests.chart import one, template, values_file
 from tests.manifests.conftest import Render, by_kind, with_components
+from webhook.core.contract import Contract
 from webhook.core.wire import Json
+from webhook.install import deployment
+from webhook.install.registration import webhook_configuration
+from webhook.server.app import SERVICE_ACCOUNTS_PATH
 
 LABEL = "token-projector.io/service-accounts"
 RULES = [{"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "list", "watch"]}]
@@ -66,3 +70,22 @@ def test_the_helm_value_renders_what_the_component_renders(render: Render, rende
     kustomized_pod = by_kind(kustomized, "Deployment")["spec"]["template"]["spec"]
     assert chart_pod["automountServiceAccountToken"] is kustomized_pod["automountServiceAccountToken"] is True
     assert chart_pod["containers"][0]["env"] == kustomized_pod["containers"][0]["env"]
+
+
+def test_register_with_service_account_opt_in_builds_what_the_component_renders(
+    render: Render, rendered_tree: Path
+) -> None:
+    built = webhook_configuration(ca_bundle="", contract=Contract(), service_account_opt_in=True)
+    for webhook in built["webhooks"]:
+        webhook["clientConfig"].pop("caBundle")
+    assert built["webhooks"] == webhooks_of(opted_in(render, rendered_tree))
+    assert deployment.SERVICE_ACCOUNTS_PATH == SERVICE_ACCOUNTS_PATH
+
+
+def test_register_with_a_url_calls_the_service_account_path_of_the_same_server() -> None:
+    url = "https://10.0.0.5:8443/mutate"
+    built = webhook_configuration(ca_bundle="", contract=Contract(), url=url, service_account_opt_in=True)
+    assert [w["clientConfig"]["url"] for w in built["webhooks"]] == [
+        url,
+        "https://10.0.0.5:8443/mutate/service-accounts",
+    ]

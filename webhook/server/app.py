@@ -38,7 +38,8 @@ log = logging.getLogger("token_projector.server")
 
 MUTATE_PATH = "/mutate"
 SERVICE_ACCOUNTS_PATH = "/mutate/service-accounts"
-"""Where the webhook entry for namespaces with ServiceAccount opt-in calls (docs/serviceaccount-opt-in.md)."""
+"""Where the webhook entry for namespaces with ServiceAccount opt-in calls (docs/serviceaccount-opt-in.md);
+webhook.install.deployment.SERVICE_ACCOUNTS_PATH says the same (a test keeps them equal)."""
 
 ReviewBody = Callable[[bytes, Contract], Reviewed]
 """What answers a body: :func:`webhook.core.review.review_body`, or a benchmark's fake of it."""
