@@ -291,6 +291,10 @@ async def test_the_server_is_not_ready_until_the_service_accounts_are_listed_the
             ) as response:
                 answer = await response.json()
             assert answer["response"]["auditAnnotations"]["injected"].endswith("from=ServiceAccount:api/api")
+            async with session.get(f"http://127.0.0.1:{settings.probe_port}/metrics") as response:
+                metrics = await response.text()
+            assert 'token_projector_service_account_lookups_total{source="cache"} 1.0' in metrics
+            assert "token_projector_service_accounts_cached 1.0" in metrics
         finally:
             stop.set()
             await serving

@@ -221,7 +221,7 @@ async def metrics_view(request: web.Request) -> web.Response:
 
 async def _watch_service_accounts(app: web.Application) -> AsyncIterator[None]:
     """The ServiceAccount cache, listed and watched for as long as the app runs."""
-    cache = ServiceAccountCache(app[SETTINGS], app[CONTRACT])
+    cache = ServiceAccountCache(app[SETTINGS], app[CONTRACT], metrics=app[METRICS])
     await cache.start()
     app[ACCOUNTS] = cache
     task = asyncio.create_task(cache.run())

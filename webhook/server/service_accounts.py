@@ -30,6 +30,7 @@ import orjson
 
 from webhook.core.contract import Contract
 from webhook.core.service_accounts import AccountAnnotations, token_annotations
+from webhook.server.metrics import Metrics
 from webhook.server.settings import ServerSettings
 
 log = logging.getLogger("token_projector.service_accounts")
@@ -53,8 +54,10 @@ class ApiFailure(Exception):
 class ServiceAccountCache:
     """ServiceAccounts' token-projector annotations by (namespace, name), kept current by a watch."""
 
-    def __init__(self, settings: ServerSettings, contract: Contract) -> None:
-        self._settings, self._contract = settings, contract
+    def __init__(self, settings: ServerSettings, contract: Contract, *, metrics: Metrics | None = None) -> None:
+        self._settings, self._contract, self._metrics = settings, contract, metrics
+        if metrics is not None:
+            metrics.service_accounts_cached.set_function(lambda: len(self._accounts))
         self._accounts: dict[tuple[str, str], Mapping[str, str]] = {}
         self._resource_version = ""
         self._session: aiohttp.ClientSession | None = None
@@ -84,18 +87,29 @@ class ServiceAccountCache:
         """The account's annotations from the cache, else from a GET bounded in time, else why not."""
         cached = self._accounts.get((namespace, name))
         if cached is not None:
+            self._count("cache")
             return AccountAnnotations(namespace, name, cached)
         seconds = self._settings.service_account_lookup_seconds
+        why = ""
         try:
             async with asyncio.timeout(seconds):
                 found = await self._get(namespace, name)
         except TimeoutError:
-            return AccountAnnotations(namespace, name, None, f"the Kubernetes API did not answer within {seconds:g} s")
+            why = f"the Kubernetes API did not answer within {seconds:g} s"
         except ApiFailure as failure:
-            return AccountAnnotations(namespace, name, None, str(failure))
+            why = str(failure)
         except (aiohttp.ClientError, OSError, ValueError) as error:
-            return AccountAnnotations(namespace, name, None, _said(error))
+            why = _said(error)
+        if why:
+            self._count("unreadable")
+            log.warning("ServiceAccount %s/%s could not be read: %s", namespace, name, why)
+            return AccountAnnotations(namespace, name, None, why)
+        self._count("api")
         return AccountAnnotations(namespace, name, found)
+
+    def _count(self, source: str) -> None:
+        if self._metrics is not None:
+            self._metrics.service_account_lookups.labels(source).inc()
 
     async def _get(self, namespace: str, name: str) -> Mapping[str, str]:
         path = f"api/v1/namespaces/{quote(namespace, safe='')}/serviceaccounts/{quote(name, safe='')}"
