@@ -15,7 +15,7 @@ from webhook.core.wire import Json
 
 FIXTURES = Path(__file__).parent / "fixtures"
 DEFAULT = Contract()
-TOKEN_PATH = "/var/run/secrets/tokens/token"
+TOKEN_PATH = "/var/run/secrets/token-projector.io/tokens/token"
 
 
 def fixture(name: str) -> Json:
@@ -143,7 +143,7 @@ def token_volume(audience: str = "data-store", expiration: int = 3600) -> Json:
     }
 
 
-TOKEN_MOUNT = {"name": "audience-token", "mountPath": "/var/run/secrets/tokens", "readOnly": True}
+TOKEN_MOUNT = {"name": "audience-token", "mountPath": "/var/run/secrets/token-projector.io/tokens", "readOnly": True}
 TOKEN_ENV = {"name": "SERVICE_ACCOUNT_TOKEN_PATH", "value": TOKEN_PATH}
 
 

@@ -6,7 +6,8 @@
     │   ├── InvalidReview            400: not an AdmissionReview with a request and a uid
     │   ├── RequestTimeout           408: the body did not arrive in time
     │   ├── PayloadTooLarge          413: the body is over the configured limit
-    │   └── UnsupportedMediaType     415: the body is not declared as JSON
+    │   ├── UnsupportedMediaType     415: the body is not declared as JSON
+    │   └── ServiceAccountOptInOff   404: /mutate/service-accounts called while that mode is off
     ├── Denied                   the Pod is refused: an ``allowed: false`` answer, never an HTTP error
     ├── CertificateError         TLS material missing, unreadable or not a matching pair
     └── ClusterError             the Kubernetes API refused or could not be reached
@@ -51,6 +52,10 @@ class PayloadTooLarge(RequestError):
 
 class UnsupportedMediaType(RequestError):
     status = 415
+
+
+class ServiceAccountOptInOff(RequestError):
+    status = 404
 
 
 class Denied(TokenProjectorError):

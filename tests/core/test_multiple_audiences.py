@@ -30,8 +30,8 @@ from webhook.errors import ConfigError
 
 DOCS = Path(__file__).parents[2] / "docs" / "multiple-audiences.md"
 KEY = "token-projector.io/audience"
-PATH_ENV = {"name": "SERVICE_ACCOUNT_TOKEN_PATH", "value": "/var/run/secrets/tokens/token"}
-DIR_ENV = {"name": "SERVICE_ACCOUNT_TOKEN_DIR", "value": "/var/run/secrets/tokens"}
+PATH_ENV = {"name": "SERVICE_ACCOUNT_TOKEN_PATH", "value": "/var/run/secrets/token-projector.io/tokens/token"}
+DIR_ENV = {"name": "SERVICE_ACCOUNT_TOKEN_DIR", "value": "/var/run/secrets/token-projector.io/tokens"}
 
 
 def source(audience: str, path: str, expiration: int = 3600) -> Json:
@@ -240,7 +240,7 @@ def test_an_api_server_audience_anywhere_in_the_list_is_denied(api: str) -> None
 def test_an_audience_whose_file_would_be_the_primarys_is_denied_and_told_to_list_it_first() -> None:
     message = refusal("data-store, token")
     assert f"annotation {KEY} is 'data-store, token'" in message
-    assert "would collide in /var/run/secrets/tokens" in message
+    assert "would collide in /var/run/secrets/token-projector.io/tokens" in message
     assert "list 'token' first" in message
 
 
@@ -352,7 +352,9 @@ def test_a_container_that_sets_one_of_the_variables_keeps_its_value_gets_the_oth
 def test_skipped_containers_get_nothing_and_a_mount_conflict_is_still_denied() -> None:
     pod = patched(two(container("app"), container("proxy"), skip_containers="proxy"))
     assert "env" not in pod["spec"]["containers"][1]
-    other = container("app", volumeMounts=[{"name": "creds", "mountPath": "/var/run/secrets/tokens"}])
+    other = container(
+        "app", volumeMounts=[{"name": "creds", "mountPath": "/var/run/secrets/token-projector.io/tokens"}]
+    )
     body = admission_review(make_pod(other, annotations=annotated("a, b"), volumes=[{"name": "creds", "emptyDir": {}}]))
     assert "token-projector.io/skip-containers: app" in denial(body)["message"]
 
@@ -362,7 +364,7 @@ def test_a_legacy_token_is_denied_and_the_message_says_where_every_token_will_be
     body["request"]["object"]["metadata"]["annotations"][KEY] = "data-store, secret-store"
     message = denial(body)["message"]
     assert "Pod uses a legacy service account token" in message
-    assert "its tokens for 'data-store', 'secret-store' in /var/run/secrets/tokens" in message
+    assert "its tokens for 'data-store', 'secret-store' in /var/run/secrets/token-projector.io/tokens" in message
     warned = run(body, Contract(legacy_token_policy="warn")).response["response"]
     assert warned["allowed"] is True
     assert "legacy-token" in warned["auditAnnotations"]
@@ -373,7 +375,7 @@ def test_strict_mode_names_every_audience_in_its_denial() -> None:
     body = fixture("deployment-pod-annotated.json")
     body["request"]["object"]["metadata"]["annotations"][KEY] = "data-store, secret-store"
     message = denial(body, Contract(strict=True))["message"]
-    assert "the tokens for 'data-store', 'secret-store' stay in /var/run/secrets/tokens" in message
+    assert "the tokens for 'data-store', 'secret-store' stay in /var/run/secrets/token-projector.io/tokens" in message
 
 
 def test_the_offline_review_command_prints_the_pod_with_every_token_and_applies_the_allow_list(

@@ -211,7 +211,9 @@ def test_our_volume_name_with_another_audience_is_denied_and_both_audiences_name
     assert "'data-store'" in status["message"]
 
 
-@pytest.mark.parametrize("path", ["/var/run/secrets/tokens", "/var/run/secrets/tokens/"])
+@pytest.mark.parametrize(
+    "path", ["/var/run/secrets/token-projector.io/tokens", "/var/run/secrets/token-projector.io/tokens/"]
+)
 def test_another_volume_mounted_at_the_mount_path_is_denied_and_the_conflict_named(path: str) -> None:
     app = container("app", volumeMounts=[{"name": "creds", "mountPath": path}])
     status = denial(
@@ -224,7 +226,9 @@ def test_another_volume_mounted_at_the_mount_path_is_denied_and_the_conflict_nam
 
 
 def test_a_mount_path_conflict_in_a_skipped_container_is_no_conflict() -> None:
-    other = container("other", volumeMounts=[{"name": "creds", "mountPath": "/var/run/secrets/tokens"}])
+    other = container(
+        "other", volumeMounts=[{"name": "creds", "mountPath": "/var/run/secrets/token-projector.io/tokens"}]
+    )
     body = admission_review(
         make_pod(
             container("app"),
@@ -317,10 +321,12 @@ ONE_AUDIENCE_PATCH = (
     b'SERVICE_ACCOUNT_TOKEN_PATH","value":"/var/run/secrets/tokens/token"}]}]'
 )
 """The patch token-projector gave the Deployment fixture before a Pod could ask for several audiences."""
+OLD_PATH = Contract(mount_path="/var/run/secrets/tokens")
 
 
 def test_a_pod_with_one_audience_gets_the_same_patch_byte_for_byte_as_before_audience_lists() -> None:
-    response = run(fixture("deployment-pod-annotated.json")).response["response"]
+    # At the mount path of the time (the default until 0.1.0), kept reachable by the setting.
+    response = run(fixture("deployment-pod-annotated.json"), OLD_PATH).response["response"]
     assert base64.b64decode(response["patch"]) == ONE_AUDIENCE_PATCH
     assert response["auditAnnotations"] == {
         "injected": "volume=audience-token audience=data-store expirationSeconds=3600 containers=api,metrics-exporter"

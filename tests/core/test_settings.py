@@ -18,9 +18,9 @@ def test_defaults_are_the_documented_contract() -> None:
     assert (c.annotation("audience"), c.volume_name, c.mount_path, c.env_var, c.token_path) == (
         "token-projector.io/audience",
         "audience-token",
-        "/var/run/secrets/tokens",
+        "/var/run/secrets/token-projector.io/tokens",
         "SERVICE_ACCOUNT_TOKEN_PATH",
-        "/var/run/secrets/tokens/token",
+        "/var/run/secrets/token-projector.io/tokens/token",
     )
     assert (c.default_expiration_seconds, c.max_expiration_seconds) == (3600, 86400)
     assert (c.legacy_token_policy, c.legacy_token_scope, c.strict) == ("deny", "annotated", False)
@@ -75,10 +75,11 @@ def test_server_settings_that_cannot_work_are_refused(env: dict[str, str]) -> No
 def test_help_shows_every_setting_with_its_default_and_variable(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["serve", "--help"])
-    flat = " ".join(capsys.readouterr().out.split())
+    # argparse may wrap a line after a hyphen (token-projector.io): joined back here.
+    flat = " ".join(capsys.readouterr().out.split()).replace("- ", "-")
     for flag, env, default in [
         ("--volume-name", "TOKEN_PROJECTOR_VOLUME_NAME", "audience-token"),
-        ("--mount-path", "TOKEN_PROJECTOR_MOUNT_PATH", "/var/run/secrets/tokens"),
+        ("--mount-path", "TOKEN_PROJECTOR_MOUNT_PATH", "/var/run/secrets/token-projector.io/tokens"),
         ("--env-var", "TOKEN_PROJECTOR_ENV_VAR", "SERVICE_ACCOUNT_TOKEN_PATH"),
         ("--port", "TOKEN_PROJECTOR_PORT", "8443"),
         ("--allowed-audiences", "TOKEN_PROJECTOR_ALLOWED_AUDIENCES", "none"),

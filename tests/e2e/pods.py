@@ -10,8 +10,8 @@ TOKEN_VOLUME = {
         "sources": [{"serviceAccountToken": {"audience": "data-store", "expirationSeconds": 3600, "path": "token"}}],
     },
 }
-TOKEN_MOUNT = {"name": "audience-token", "mountPath": "/var/run/secrets/tokens", "readOnly": True}
-TOKEN_ENV = {"name": "SERVICE_ACCOUNT_TOKEN_PATH", "value": "/var/run/secrets/tokens/token"}
+TOKEN_MOUNT = {"name": "audience-token", "mountPath": "/var/run/secrets/token-projector.io/tokens", "readOnly": True}
+TOKEN_ENV = {"name": "SERVICE_ACCOUNT_TOKEN_PATH", "value": "/var/run/secrets/token-projector.io/tokens/token"}
 
 
 def pod(

@@ -175,7 +175,10 @@ def test_the_manifests_give_the_api_its_token_and_no_api_credential_and_the_data
     volumes = {v["name"]: v for v in example.api_pod["spec"]["volumes"]}
     assert example.api_token.source == {"audience": "data-store", "expirationSeconds": 3600, "path": "token"}
     assert not [name for name in volumes if name.startswith("kube-api-access-")], "the api has no API credential"
-    assert env_of(container(example.api_pod, "api"))["SERVICE_ACCOUNT_TOKEN_PATH"] == "/var/run/secrets/tokens/token"
+    assert (
+        env_of(container(example.api_pod, "api"))["SERVICE_ACCOUNT_TOKEN_PATH"]
+        == "/var/run/secrets/token-projector.io/tokens/token"
+    )
     binding = example.control_plane.request(
         "GET", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/" + example.installed.binding
     )

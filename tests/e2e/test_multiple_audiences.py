@@ -16,8 +16,8 @@ from tests.e2e.tokens import claims_of, kubelet_token, review
 
 pytestmark = pytest.mark.e2e
 
-PATH_ENV = {"name": "SERVICE_ACCOUNT_TOKEN_PATH", "value": "/var/run/secrets/tokens/token"}
-DIR_ENV = {"name": "SERVICE_ACCOUNT_TOKEN_DIR", "value": "/var/run/secrets/tokens"}
+PATH_ENV = {"name": "SERVICE_ACCOUNT_TOKEN_PATH", "value": "/var/run/secrets/token-projector.io/tokens/token"}
+DIR_ENV = {"name": "SERVICE_ACCOUNT_TOKEN_DIR", "value": "/var/run/secrets/token-projector.io/tokens"}
 
 
 def source(audience: str, path: str) -> dict[str, Any]:

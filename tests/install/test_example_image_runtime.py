@@ -248,7 +248,9 @@ def test_each_service_writes_nothing_on_a_read_only_root_and_stops_on_sigterm_wi
 
 def test_the_api_reads_the_webhooks_token_file_and_answers_502_naming_the_unreachable_data_store(api_run: Run) -> None:
     env = {item["name"]: item["value"] for item in api_run.spec.container["env"]}
-    assert env["SERVICE_ACCOUNT_TOKEN_PATH"] == "/var/run/secrets/tokens/token", "set by token-projector"
+    assert env["SERVICE_ACCOUNT_TOKEN_PATH"] == "/var/run/secrets/token-projector.io/tokens/token", (
+        "set by token-projector"
+    )
     status, body = api_run.answers["/"]
     assert status == 502
     assert body["error"] == "data_store_unreachable"
@@ -258,7 +260,7 @@ def test_the_api_reads_the_webhooks_token_file_and_answers_502_naming_the_unreac
 def test_the_api_logs_the_kubelets_rotation_of_its_token_without_the_token(api_run: Run) -> None:
     lines = [line for line in api_run.log.splitlines() if "rotated service account token" in line]
     assert len(lines) == 1
-    assert "/var/run/secrets/tokens/token" in lines[0]
+    assert "/var/run/secrets/token-projector.io/tokens/token" in lines[0]
 
 
 def test_the_data_store_refuses_garbage_without_asking_and_answers_503_without_its_api_server(store_run: Run) -> None:

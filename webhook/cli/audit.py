@@ -139,6 +139,44 @@ def render(report: Json) -> str:
             ],
         )
     )
+    accounts = report["annotatedServiceAccounts"]
+    out.append(_section(f"SERVICEACCOUNTS THAT SET A TOKEN FOR THEIR PODS ({len(accounts)})", False))
+    out.append(
+        table(
+            ("NAMESPACE/NAME", "ANNOTATIONS", "NAMESPACE OPTED IN"),
+            [
+                (
+                    f"{a['namespace']}/{a['name']}",
+                    ", ".join(f"{k}={v}" for k, v in a["annotations"].items()),
+                    {True: "yes", False: "no (label it token-projector.io/service-accounts=enabled)", None: "unknown"}[
+                        a["namespaceOptedIn"]
+                    ],
+                )
+                for a in accounts
+            ],
+        )
+    )
+    lacking = report["podsWithoutTheirServiceAccountsToken"]
+    out.append(
+        _section(
+            f"RUNNING PODS WITHOUT THE TOKEN THEIR SERVICEACCOUNT NOW GIVES ({len(lacking)}); a ServiceAccount "
+            "change reaches only new Pods: roll these",
+            "pods" in _unread(report),
+        )
+    )
+    out.append(
+        table(
+            ("NAMESPACE/NAME", "SERVICEACCOUNT", "OWNER", "TO ROLL"),
+            [(f"{p['namespace']}/{p['name']}", p["serviceAccount"], p["owner"] or "-", p["roll"]) for p in lacking],
+        )
+    )
+    vault = report["vaultAgentPods"]
+    out.append(_section(f"VAULT AGENT PODS TO FIX ({len(vault)})", "pods" in _unread(report)))
+    out.append(
+        table(
+            ("NAMESPACE/NAME", "WARNING"), [(f"{v['namespace']}/{v['name']}", "; ".join(v["warnings"])) for v in vault]
+        )
+    )
     if report["notRead"]:
         out.append(_section(f"NOT READ ({len(report['notRead'])}); {RBAC_HINT}", False))
         out.append(
@@ -151,7 +189,8 @@ def render(report: Json) -> str:
     out.append(
         f"\n{summary['refused']} would be refused now, {summary['refusedWithScopeAll']} with --legacy-token-scope all; "
         f"{summary['legacyTokenSecrets']} legacy token Secrets; {summary['optedInWithoutToken']} opted-in Pods "
-        f"without their token; {summary['notRead']} lists not read.\n"
+        f"without their token; {summary['withoutServiceAccountsToken']} Pods without their ServiceAccount's token; "
+        f"{summary['vaultAgentPods']} Vault Agent Pods to fix; {summary['notRead']} lists not read.\n"
     )
     return "".join(out)
 

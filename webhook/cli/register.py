@@ -25,6 +25,12 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
         "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config, else in-cluster)"
     )
     parser.add_argument("--context", help="kubeconfig context to use")
+    parser.add_argument(
+        "--service-account-opt-in",
+        action="store_true",
+        help="also send every Pod of namespaces labelled token-projector.io/service-accounts=enabled "
+        "(serve must run with --service-account-opt-in; docs/serviceaccount-opt-in.md)",
+    )
     add_arguments(parser, Contract)
     parser.set_defaults(run=run)
 
@@ -40,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         service=args.service,
         namespace=args.namespace,
         name=args.name,
+        service_account_opt_in=args.service_account_opt_in,
     )
     action = apply_configuration(desired, kubeconfig=args.kubeconfig, context=args.context)
     target = args.url or f"service {args.namespace}/{args.service}"

@@ -22,7 +22,10 @@ from webhook.cli.manifests import Document, Entry, entries, read_all
 from webhook.cli.options import add_arguments, load
 from webhook.cli.report import OUTPUTS, as_json, as_yaml, as_yaml_stream, table
 from webhook.core.contract import Contract
+from webhook.core.pod import service_account_of
 from webhook.core.review import AUDIT_INJECTED, Reviewed, review, review_body
+from webhook.core.service_accounts import AccountAnnotations
+from webhook.core.vault import vault_warnings
 from webhook.core.wire import Json
 from webhook.core.workloads import apply_adds, decoded_patch, patched, review_object, template_path
 from webhook.errors import ConfigError, InvalidReview
@@ -131,13 +134,14 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
 
     rows = []
+    accounts = service_accounts_in(documents, namespace=args.namespace)
     for document in documents:
         if document.error is not None:
             _complain(document.where(), document.error)
             rows.append(_unreadable(Entry(document=document, item=None, obj=None, error=document.error)))
             continue
         for entry in entries(document):
-            row = review_entry(entry, contract, namespace=args.namespace)
+            row = review_entry(entry, contract, namespace=args.namespace, accounts=accounts)
             if row.outcome in (INVALID, UNREADABLE):
                 _complain(document.where(entry.item), row.message)
             rows.append(row)
@@ -152,8 +156,41 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_DENIED if any(row.outcome == "denied" for row in rows) else EXIT_OK
 
 
-def review_entry(entry: Entry, contract: Contract, *, namespace: str) -> Row:
-    """One object's row: reviewed through the core, or why it was not."""
+def service_accounts_in(documents: list[Document], *, namespace: str) -> dict[tuple[str, str], AccountAnnotations]:
+    """The ServiceAccounts of the input by (namespace, name): applied to the workloads that run as them."""
+    found = {}
+    for document in documents:
+        if document.error is not None:
+            continue
+        for entry in entries(document):
+            obj = entry.obj
+            if obj is None or obj.get("kind") != "ServiceAccount" or obj.get("apiVersion") != "v1":
+                continue
+            metadata = obj.get("metadata")
+            if not isinstance(metadata, dict):
+                continue
+            name, where = metadata.get("name"), metadata.get("namespace") or namespace
+            annotations = metadata.get("annotations")
+            if not isinstance(annotations, dict):
+                annotations = {}
+            if isinstance(name, str) and isinstance(where, str):
+                strings = {k: v for k, v in annotations.items() if isinstance(v, str)}
+                found[(where, name)] = AccountAnnotations(where, name, strings)
+    return found
+
+
+def review_entry(
+    entry: Entry,
+    contract: Contract,
+    *,
+    namespace: str,
+    accounts: dict[tuple[str, str], AccountAnnotations] | None = None,
+) -> Row:
+    """One object's row: reviewed through the core, or why it was not.
+
+    ``accounts``: the input's ServiceAccounts; a workload that runs as one of them is reviewed as the
+    webhook reviews it in a namespace with ServiceAccount opt-in (docs/serviceaccount-opt-in.md).
+    """
     obj = entry.obj
     if obj is None:
         return _unreadable(entry)
@@ -189,14 +226,40 @@ def review_entry(entry: Entry, contract: Contract, *, namespace: str) -> Row:
             outcome=NOT_APPLICABLE,
             message=f"{obj.get('apiVersion') or '?'} {kind} makes no Pods",
         )
+    account = _account_of(obj, accounts or {}, namespace=row_namespace)
     try:
-        verdict = review_object(obj, contract, namespace=row_namespace, uid=uid)
+        verdict = review_object(obj, contract, namespace=row_namespace, uid=uid, service_account=account)
     except InvalidReview as error:
         return Row(entry=entry, kind=kind, namespace=row_namespace, name=name, outcome=INVALID, message=str(error))
     row = _row(entry, kind, verdict.reviewed, namespace=row_namespace, name=name)
     row.template_path = verdict.template_path
     row.patched = patched(obj, verdict)
+    pod = apply_adds(verdict.pod, verdict.ops)
+    has_volume = any(v.get("name") == contract.volume_name for v in pod["spec"].get("volumes") or ())
+    metadata = pod.get("metadata") or {}
+    vault = vault_warnings(metadata.get("annotations") or {}, has_token_volume=has_volume, contract=contract)
+    if vault:
+        row.warnings += vault
+        if row.outcome != "denied":
+            row.message = "; ".join(row.warnings)
     return row
+
+
+def _account_of(
+    obj: Json, accounts: dict[tuple[str, str], AccountAnnotations], *, namespace: str
+) -> AccountAnnotations | None:
+    """The input's ServiceAccount the Pods of ``obj`` run as, if the input has it."""
+    if not accounts:
+        return None
+    path = template_path(obj) or ()
+    template: object = obj
+    for part in path:
+        template = template.get(part) if isinstance(template, dict) else None
+    spec = template.get("spec") if isinstance(template, dict) else None
+    if not isinstance(spec, dict):
+        return None
+    name = service_account_of({"spec": spec})
+    return accounts.get((namespace, name)) if isinstance(name, str) else None
 
 
 def _unreadable(entry: Entry) -> Row:

@@ -15,6 +15,8 @@ from typing import Any
 
 from webhook.core.contract import AUDIENCE_KEY, Contract
 from webhook.core.review import review
+from webhook.core.service_accounts import INHERITED_KEYS, AccountAnnotations, token_annotations
+from webhook.core.vault import vault_warnings
 from webhook.core.wire import Json
 from webhook.core.workloads import TEMPLATE_PATHS, admission_review, review_object
 from webhook.errors import InvalidReview
@@ -61,6 +63,8 @@ class Inventory:
     tracking_since: str | None = None
     exempt_namespaces: frozenset[str] = frozenset()
     """Namespaces the webhook is never called for (kube-system, its own, opted out)."""
+    service_account_namespaces: frozenset[str] | None = None
+    """Namespaces labelled for ServiceAccount opt-in; None when the namespaces could not be read."""
 
 
 def analyse(inventory: Inventory, contract: Contract) -> Json:
@@ -95,6 +99,13 @@ def analyse(inventory: Inventory, contract: Contract) -> Json:
                     "current": verdicts["current"],
                 }
             )
+
+    annotated_accounts, lacking = _service_account_opt_in(inventory, contract)
+    vault = [
+        {"kind": "Pod", "namespace": _meta(pod, "namespace"), "name": _meta(pod, "name"), "warnings": warned}
+        for pod in lists.get("pods", [])
+        if (warned := _vault(pod, contract))
+    ]
 
     workloads = []
     for kind, obj in _workloads(lists):
@@ -157,6 +168,9 @@ def analyse(inventory: Inventory, contract: Contract) -> Json:
         "pods": pods,
         "workloads": workloads,
         "optedInPods": opted_in,
+        "annotatedServiceAccounts": annotated_accounts,
+        "podsWithoutTheirServiceAccountsToken": lacking,
+        "vaultAgentPods": vault,
         "notRead": [dataclasses.asdict(u) for u in inventory.unread],
         "summary": {
             "refused": refused(pods, "current") + refused(workloads, "current"),
@@ -165,9 +179,90 @@ def analyse(inventory: Inventory, contract: Contract) -> Json:
             "warned": sum(1 for row in pods + workloads if row["current"]["warnings"]),
             "legacyTokenSecrets": len(secrets),
             "optedInWithoutToken": sum(1 for row in opted_in if not row["hasToken"]),
+            "withoutServiceAccountsToken": len(lacking),
+            "vaultAgentPods": len(vault),
             "notRead": len(inventory.unread),
         },
     }
+
+
+def _service_account_opt_in(inventory: Inventory, contract: Contract) -> tuple[list[Json], list[Json]]:
+    """The ServiceAccounts that set an audience or lifetime, and the running Pods that lack what they set.
+
+    A ServiceAccount's change reaches only the Pods created after it (a Pod's volumes never change):
+    each running Pod that the webhook would now give a token is listed with how to replace it.
+    """
+    labelled = inventory.service_account_namespaces
+    annotated: dict[tuple[str, str], AccountAnnotations] = {}
+    rows = []
+    for sa in inventory.lists.get("serviceaccounts", []):
+        raw = (sa.get("metadata") or {}).get("annotations")
+        kept = token_annotations(raw if isinstance(raw, dict) else {}, contract)
+        if not any(contract.annotation(key) in kept for key in INHERITED_KEYS):
+            continue
+        namespace, name = _meta(sa, "namespace"), _meta(sa, "name")
+        annotated[(namespace, name)] = AccountAnnotations(namespace, name, kept)
+        rows.append(
+            {
+                "namespace": namespace,
+                "name": name,
+                "annotations": kept,
+                "namespaceOptedIn": None if labelled is None else namespace in labelled,
+            }
+        )
+    lacking = []
+    for pod in inventory.lists.get("pods", []):
+        namespace = _meta(pod, "namespace")
+        spec = pod.get("spec")
+        name = (spec.get("serviceAccountName") if isinstance(spec, dict) else None) or "default"
+        account = annotated.get((namespace, str(name)))
+        if account is None or (labelled is not None and namespace not in labelled) or _has_volume(pod, contract):
+            continue
+        try:
+            verdict = review(admission_review(pod, uid="audit"), contract, service_account=account)
+        except InvalidReview:
+            continue
+        if verdict.outcome == "mutated" or verdict.outcome == "denied":
+            owners = (pod.get("metadata") or {}).get("ownerReferences") or ()
+            owner = next((o for o in owners if isinstance(o, dict) and o.get("controller")), None)
+            rows_owner = f"{owner.get('kind')}/{owner.get('name')}" if owner else ""
+            lacking.append(
+                {
+                    "namespace": namespace,
+                    "name": _meta(pod, "name"),
+                    "serviceAccount": account.name,
+                    "owner": rows_owner,
+                    "outcome": verdict.outcome,
+                    "roll": _roll_hint(namespace, owner, _meta(pod, "name")),
+                }
+            )
+    return rows, lacking
+
+
+def _roll_hint(namespace: str, owner: Json | None, pod: str) -> str:
+    """How to replace a running Pod so that its replacement gets the ServiceAccount's token."""
+    if owner is None:
+        return f"delete and re-create Pod {pod} (kubectl -n {namespace} replace --force -f ...)"
+    kind, name = owner.get("kind"), str(owner.get("name") or "")
+    if kind == "ReplicaSet":  # a Deployment's: its name less the pod-template-hash suffix
+        return f"kubectl -n {namespace} rollout restart deployment/{name.rpartition('-')[0] or name}"
+    if kind in ("StatefulSet", "DaemonSet"):
+        return f"kubectl -n {namespace} rollout restart {str(kind).lower()}/{name}"
+    return f"the next run of {kind} {name} gets it; or delete Pod {pod}"
+
+
+def _has_volume(pod: Json, contract: Contract) -> bool:
+    spec = pod.get("spec")
+    volumes = (spec.get("volumes") if isinstance(spec, dict) else None) or ()
+    return any(isinstance(v, dict) and v.get("name") == contract.volume_name for v in volumes)
+
+
+def _vault(pod: Json, contract: Contract) -> list[str]:
+    metadata = pod.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    if not isinstance(annotations, dict):
+        return []
+    return vault_warnings(annotations, has_token_volume=_has_volume(pod, contract), contract=contract)
 
 
 def _review_pod(pod: Json, contract: Contract) -> Json:

@@ -76,11 +76,14 @@ class Contract:
     annotation_prefix: str = setting(
         "token-projector.io",
         "Prefix of the Pod annotations: PREFIX/audience (one audience or a comma-separated list) opts a Pod in, "
-        "PREFIX/expiration-seconds and PREFIX/skip-containers tune it.",
+        "PREFIX/expiration-seconds and PREFIX/skip-containers tune it (the first two may be on its ServiceAccount).",
     )
     volume_name: str = setting("audience-token", "Name of the projected token volume added to the Pod.")
     mount_path: str = setting(
-        "/var/run/secrets/tokens", "Where the token volume is mounted, read-only, in each container."
+        "/var/run/secrets/token-projector.io/tokens",
+        "Where the token volume is mounted, read-only, in each container: a directory of token-projector's own, "
+        "which no other tool's token can be at (until 0.1.0 it was /var/run/secrets/tokens, the Kubernetes "
+        "documentation's example path, where a Pod's own projected token then collided; set it to keep that path).",
     )
     token_file: str = setting("token", "File name of the token inside the mounted volume.")
     env_var: str = setting(

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple, cast
 
 import orjson
 
-from webhook.core.annotations import read_token_spec, unknown_annotations
+from webhook.core.annotations import unknown_annotations
 from webhook.core.contract import Contract
 from webhook.core.document import absent_names, decode
 from webhook.core.kubernetes import MIRROR_POD_ANNOTATION
@@ -20,6 +20,7 @@ from webhook.core.legacy import apply_policy
 from webhook.core.messages import kind_of, shown
 from webhook.core.mutation import plan_injection
 from webhook.core.pod import annotations_of, check_shape, display_name
+from webhook.core.service_accounts import AccountAnnotations, read_with_account
 from webhook.core.wire import (
     ADMISSION_API_VERSIONS,
     AdmissionApiVersion,
@@ -75,11 +76,19 @@ class AbsentFrom:
         return answer
 
 
-def review(body: object, contract: Contract, *, absent: Container[str] = frozenset()) -> Reviewed:
+def review(
+    body: object,
+    contract: Contract,
+    *,
+    absent: Container[str] = frozenset(),
+    service_account: AccountAnnotations | None = None,
+) -> Reviewed:
     """Answer one decoded AdmissionReview; raises ``InvalidReview`` when ``body`` is not one.
 
     ``absent`` holds names known to occur nowhere in ``body`` (see ``webhook.core.document``), which
-    the review then need not look for; the answer is the same with or without it.
+    the review then need not look for; the answer is the same with or without it. ``service_account``
+    is the Pod's ServiceAccount as the server read it (``webhook.core.service_accounts``), or None
+    when ServiceAccount opt-in is off.
     """
     api_version, request = _envelope(body)
     uid = request["uid"]
@@ -95,7 +104,9 @@ def review(body: object, contract: Contract, *, absent: Container[str] = frozens
         annotations = annotations_of(pod)
         if MIRROR_POD_ANNOTATION not in annotations:
             try:
-                outcome, response = _mutate(pod, annotations, uid=uid, contract=contract, absent=absent)
+                outcome, response = _mutate(
+                    pod, annotations, uid=uid, contract=contract, absent=absent, account=service_account
+                )
             except Denied as denial:
                 response = {
                     "uid": uid,
@@ -126,11 +137,12 @@ def _mutate(
     uid: str,
     contract: Contract,
     absent: Container[str],
+    account: AccountAnnotations | None = None,
 ) -> tuple[Outcome, AdmissionResponse]:
     """The outcome and the allowing response for an admissible Pod; raises ``Denied`` otherwise."""
     response: AdmissionResponse = {"uid": uid, "allowed": True}
-    spec = read_token_spec(annotations, contract)
-    warnings = [
+    spec, warnings, source = read_with_account(annotations, account, contract)
+    warnings += [
         f"annotation {key} is not one token-projector knows and was ignored"
         for key in unknown_annotations(annotations, contract)
     ]
@@ -149,6 +161,7 @@ def _mutate(
                 # Every audience, comma-separated as in the annotation (an audience holds no comma).
                 f"volume={contract.volume_name} audience={','.join(spec.audiences)} "
                 f"expirationSeconds={spec.expiration_seconds} containers={','.join(injection.containers) or '-'}"
+                + (f" from={source.replace(' ', ':')}" if source else "")
             )
             outcome = "mutated"
     if warnings:

@@ -22,6 +22,7 @@ from webhook.core.contract import Contract
 from webhook.core.kubernetes import SERVICE_ACCOUNT_MOUNT_PATH
 from webhook.core.messages import kind_of
 from webhook.core.review import Reviewed, review
+from webhook.core.service_accounts import AccountAnnotations
 from webhook.core.wire import Json
 from webhook.errors import InvalidReview
 
@@ -115,15 +116,24 @@ def admission_review(pod: Json, *, uid: str) -> Json:
 
 
 def review_object(
-    obj: Json, contract: Contract, *, namespace: str, uid: str, automount: bool | None = None
+    obj: Json,
+    contract: Contract,
+    *,
+    namespace: str,
+    uid: str,
+    automount: bool | None = None,
+    service_account: AccountAnnotations | None = None,
 ) -> ObjectReview:
-    """The webhook's answer for ``obj``; raises ``InvalidReview`` (naming the object's own field) if unusable."""
+    """The webhook's answer for ``obj``; raises ``InvalidReview`` (naming the object's own field) if unusable.
+
+    ``service_account``: the Pod's ServiceAccount when it is known (ServiceAccount opt-in).
+    """
     path = template_path(obj)
     if path is None:
         raise InvalidReview(f"a {obj.get('kind')} makes no Pods")
     pod = pod_for(obj, namespace=namespace, automount=automount)
     try:
-        reviewed = review(admission_review(pod, uid=uid), contract)
+        reviewed = review(admission_review(pod, uid=uid), contract, service_account=service_account)
     except InvalidReview as error:
         raise InvalidReview(_at(str(error), path)) from None
     return ObjectReview(pod=pod, reviewed=reviewed, ops=decoded_patch(reviewed), template_path=path)

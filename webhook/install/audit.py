@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from webhook.core.audit import Inventory, Unread
+from webhook.core.service_accounts import NAMESPACE_LABEL, NAMESPACE_LABEL_VALUE
 from webhook.core.wire import Json
 from webhook.errors import ClusterError
 from webhook.install.deployment import NAMESPACE, OPT_OUT_LABEL
@@ -155,6 +156,15 @@ def read_inventory(
         for n in namespaces or ()
         if ((n.get("metadata") or {}).get("labels") or {}).get(OPT_OUT_LABEL) == "true"
     )
+    opted_in = (
+        None
+        if namespaces is None
+        else frozenset(
+            str((n.get("metadata") or {}).get("name"))
+            for n in namespaces
+            if ((n.get("metadata") or {}).get("labels") or {}).get(NAMESPACE_LABEL) == NAMESPACE_LABEL_VALUE
+        )
+    )
     since = next((str(c["data"]["since"]) for c in tracking or () if (c.get("data") or {}).get("since")), None)
     return Inventory(
         namespace=namespace,
@@ -162,6 +172,7 @@ def read_inventory(
         unread=lister.unread,
         tracking_since=since,
         exempt_namespaces=frozenset(exempt),
+        service_account_namespaces=opted_in,
     )
 
 

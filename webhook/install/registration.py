@@ -7,6 +7,7 @@ client's typed models, which would drop fields they do not know.
 """
 
 import base64
+import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,15 @@ from urllib.parse import urlparse
 from cryptography import x509
 
 from webhook.core.contract import AUDIENCE_KEY, Contract
+from webhook.core.service_accounts import NAMESPACE_LABEL, NAMESPACE_LABEL_VALUE
 from webhook.core.wire import Json
 from webhook.errors import ClusterError, ConfigError
 from webhook.install.deployment import (
     CONFIGURATION_NAME,
     NAMESPACE,
     OPT_OUT_LABEL,
+    SERVICE_ACCOUNT_WEBHOOK_NAME,
+    SERVICE_ACCOUNTS_PATH,
     SERVICE_NAME,
     SERVICE_PORT,
     TIMEOUT_SECONDS,
@@ -37,8 +41,12 @@ def webhook_configuration(
     service: str = SERVICE_NAME,
     namespace: str = NAMESPACE,
     name: str = CONFIGURATION_NAME,
+    service_account_opt_in: bool = False,
 ) -> Json:
-    """The MutatingWebhookConfiguration, every defaultable field set, so a re-read compares equal."""
+    """The MutatingWebhookConfiguration, every defaultable field set, so a re-read compares equal.
+
+    ``service_account_opt_in`` adds the second entry of manifests/components/service-account-opt-in.
+    """
     client_config: Json = {"caBundle": ca_bundle}
     if url is None:
         client_config["service"] = {"name": service, "namespace": namespace, "path": "/mutate", "port": SERVICE_PORT}
@@ -78,12 +86,35 @@ def webhook_configuration(
                 "expression": f"has(object.metadata.annotations) && '{key}' in object.metadata.annotations",
             }
         ]
+    webhooks = [webhook]
+    if service_account_opt_in:
+        webhooks.append(_service_account_entry(webhook, url=url))
+        webhook["namespaceSelector"]["matchExpressions"].append(
+            {"key": NAMESPACE_LABEL, "operator": "NotIn", "values": [NAMESPACE_LABEL_VALUE]}
+        )
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": "MutatingWebhookConfiguration",
         "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "token-projector"}},
-        "webhooks": [webhook],
+        "webhooks": webhooks,
     }
+
+
+def _service_account_entry(first: Json, *, url: str | None) -> Json:
+    """The entry that sends every Pod of the namespaces labelled for ServiceAccount opt-in."""
+    entry: Json = copy.deepcopy(first)
+    entry["name"] = SERVICE_ACCOUNT_WEBHOOK_NAME
+    entry.pop("matchConditions", None)  # a ServiceAccount's annotations are invisible to them
+    entry["namespaceSelector"]["matchLabels"] = {NAMESPACE_LABEL: NAMESPACE_LABEL_VALUE}
+    client = entry["clientConfig"]
+    if url is None:
+        client["service"]["path"] = SERVICE_ACCOUNTS_PATH
+    else:
+        parsed = urlparse(url)
+        if parsed.path.rstrip("/") != "/mutate":
+            raise ConfigError(f"--url {url!r}: with --service-account-opt-in the URL's path must be /mutate")
+        client["url"] = parsed._replace(path=SERVICE_ACCOUNTS_PATH).geturl()
+    return entry
 
 
 def read_ca_bundle(path: Path) -> str:

@@ -76,6 +76,18 @@ class Metrics:
             ["result"],
             registry=self.registry,
         )
+        self.service_account_lookups = Counter(
+            "token_projector_service_account_lookups",
+            "ServiceAccount opt-in: Pods' ServiceAccounts read, by source (cache; api: a GET, not cached yet; "
+            "unreadable: the Pod was refused if it needed it).",
+            ["source"],
+            registry=self.registry,
+        )
+        self.service_accounts_cached = Gauge(
+            "token_projector_service_accounts_cached",
+            "ServiceAccount opt-in: ServiceAccounts in the list-and-watch cache.",
+            registry=self.registry,
+        )
         self.certificate_not_after = Gauge(
             "token_projector_tls_certificate_not_after_timestamp_seconds",
             "Expiry of the certificate being served, as a Unix timestamp: alert before it passes.",

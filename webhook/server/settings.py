@@ -46,6 +46,27 @@ class ServerSettings:
     )
     cert_reload_seconds: float = setting(2.0, "How often the certificate and key files are checked for changes.")
     log_level: str = setting("info", "Log level: debug, info, warning or error.")
+    service_account_opt_in: bool = setting(
+        False,
+        "Serve POST /mutate/service-accounts, where PREFIX/audience and PREFIX/expiration-seconds on a Pod's "
+        "ServiceAccount apply to the Pod (the Pod's own win): ServiceAccounts are read from a list-and-watch "
+        "cache (needs get, list, watch on serviceaccounts; docs/serviceaccount-opt-in.md).",
+    )
+    kube_api_url: str = setting(
+        "https://kubernetes.default.svc", "The Kubernetes API server the ServiceAccount cache reads from."
+    )
+    kube_token_file: str = setting(
+        "/var/run/secrets/kubernetes.io/serviceaccount/token",
+        "Bearer token file for that API server (re-read for each request: the kubelet rotates it).",
+    )
+    kube_ca_file: str = setting(
+        "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt", "CA bundle that signed the API server's certificate."
+    )
+    service_account_lookup_seconds: float = setting(
+        2.0,
+        "A Pod whose ServiceAccount is not cached yet (created in the same apply) waits this long for a direct "
+        "GET of it; after that, or on an error, the Pod is refused, saying so (fail closed).",
+    )
 
     def __post_init__(self) -> None:
         for name in ("port", "probe_port"):
@@ -58,7 +79,14 @@ class ServerSettings:
             bad_setting("probe_port", self.probe_port, allowed="a port other than the HTTPS port")
         if self.max_body_bytes < 1024:
             bad_setting("max_body_bytes", self.max_body_bytes, allowed="at least 1024")
-        for name in ("read_timeout_seconds", "keepalive_timeout_seconds", "cert_reload_seconds"):
+        if not self.kube_api_url.startswith("https://"):
+            bad_setting("kube_api_url", self.kube_api_url, allowed="an https:// URL")
+        for name in (
+            "read_timeout_seconds",
+            "keepalive_timeout_seconds",
+            "cert_reload_seconds",
+            "service_account_lookup_seconds",
+        ):
             if getattr(self, name) <= 0:
                 bad_setting(name, getattr(self, name), allowed="a positive number")
         for name in ("drain_seconds", "shutdown_timeout_seconds"):

@@ -1,0 +1,265 @@
+"""The ServiceAccounts of the cluster, as the review needs them: a list-and-watch cache over aiohttp.
+
+One cache per process, started with the server (``cleanup_ctx``); the server is not ready until its
+first list is in. It keeps, for each ServiceAccount, only its annotations under the prefix (most
+have none, and share one empty mapping), so 10,000 ServiceAccounts cost a few MiB
+(docs/serviceaccount-opt-in.md). The list is read in pages; the watch resumes from the last
+resourceVersion it saw (bookmarks keep it fresh), relists when the API server says that version is
+gone (410), and retries any other failure after a bounded, jittered backoff.
+
+A Pod whose ServiceAccount is not in the cache (created in the same ``kubectl apply``, its watch
+event not here yet) is answered after a direct GET bounded by ``service_account_lookup_seconds``.
+When the account cannot be read, the review is told why, and refuses the Pod (fail closed).
+
+The credential is the Pod's own in-cluster token file, re-read for each request (the kubelet
+rotates it); it is never logged, and no message quotes a response body.
+"""
+
+import asyncio
+import logging
+import random
+import ssl
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import orjson
+
+from webhook.core.contract import Contract
+from webhook.core.service_accounts import AccountAnnotations, token_annotations
+from webhook.server.metrics import Metrics
+from webhook.server.settings import ServerSettings
+
+log = logging.getLogger("token_projector.service_accounts")
+
+PAGE_SIZE = 500
+WATCH_SECONDS = 290
+"""The API server ends each watch after this (a little under 5 minutes); the cache then watches again."""
+BACKOFF_FIRST, BACKOFF_MAX = 0.2, 30.0
+_NONE: Mapping[str, str] = {}
+"""The annotations of every ServiceAccount that has none of ours: one shared mapping, not 10,000."""
+
+
+class Gone(Exception):
+    """The resourceVersion the watch would resume from is too old (HTTP 410): relist."""
+
+
+class ApiFailure(Exception):
+    """The API server could not be read; the message says why in words a person can act on."""
+
+
+class ServiceAccountCache:
+    """ServiceAccounts' token-projector annotations by (namespace, name), kept current by a watch."""
+
+    def __init__(self, settings: ServerSettings, contract: Contract, *, metrics: Metrics | None = None) -> None:
+        self._settings, self._contract, self._metrics = settings, contract, metrics
+        if metrics is not None:
+            metrics.service_accounts_cached.set_function(lambda: len(self._accounts))
+        self._accounts: dict[tuple[str, str], Mapping[str, str]] = {}
+        self._resource_version = ""
+        self._session: aiohttp.ClientSession | None = None
+        self.synced = asyncio.Event()
+        self.relists = 0
+        self.watches = 0
+
+    def __len__(self) -> int:
+        return len(self._accounts)
+
+    def __repr__(self) -> str:
+        return f"<ServiceAccountCache {len(self._accounts)} accounts, synced={self.synced.is_set()}>"
+
+    async def start(self) -> None:
+        context = ssl.create_default_context(cafile=self._settings.kube_ca_file)
+        self._session = aiohttp.ClientSession(
+            base_url=self._settings.kube_api_url.rstrip("/") + "/",
+            connector=aiohttp.TCPConnector(ssl=context),
+            json_serialize=lambda value: orjson.dumps(value).decode(),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def lookup(self, namespace: str, name: str) -> AccountAnnotations:
+        """The account's annotations from the cache, else from a GET bounded in time, else why not."""
+        cached = self._accounts.get((namespace, name))
+        if cached is not None:
+            self._count("cache")
+            return AccountAnnotations(namespace, name, cached)
+        seconds = self._settings.service_account_lookup_seconds
+        why = ""
+        try:
+            async with asyncio.timeout(seconds):
+                found = await self._get(namespace, name)
+        except TimeoutError:
+            why = f"the Kubernetes API did not answer within {seconds:g} s"
+        except ApiFailure as failure:
+            why = str(failure)
+        except (aiohttp.ClientError, OSError, ValueError) as error:
+            why = _said(error)
+        if why:
+            self._count("unreadable")
+            log.warning("ServiceAccount %s/%s could not be read: %s", namespace, name, why)
+            return AccountAnnotations(namespace, name, None, why)
+        self._count("api")
+        return AccountAnnotations(namespace, name, found)
+
+    def _count(self, source: str) -> None:
+        if self._metrics is not None:
+            self._metrics.service_account_lookups.labels(source).inc()
+
+    async def _get(self, namespace: str, name: str) -> Mapping[str, str]:
+        path = f"api/v1/namespaces/{quote(namespace, safe='')}/serviceaccounts/{quote(name, safe='')}"
+        async with self._request(path) as response:
+            if response.status == 404:
+                return _NONE  # no such account: it sets nothing (the API server refuses its Pods anyway)
+            await _check(response, f"GET of ServiceAccount {namespace}/{name}")
+            account = orjson.loads(await response.read())
+        # Not stored: only the watch writes the cache, so a GET that raced a deletion cannot outlive it.
+        return self._keep(account) or _NONE
+
+    async def run(self) -> None:
+        """List, then watch, forever; relist on 410, back off and resume on any other failure."""
+        delay = BACKOFF_FIRST
+        while True:
+            try:
+                if not self._resource_version:
+                    await self._list()
+                    self.synced.set()
+                    delay = BACKOFF_FIRST
+                started = time.monotonic()
+                if await self._watch() or time.monotonic() - started > 1:
+                    delay = BACKOFF_FIRST
+                else:  # ended at once with nothing: no tight loop against a server that keeps doing that
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, BACKOFF_MAX)
+            except asyncio.CancelledError:
+                raise
+            except Gone:
+                log.info("ServiceAccount watch expired (410 Gone): listing again")
+                self._resource_version = ""
+            except (ApiFailure, aiohttp.ClientError, TimeoutError, ValueError, OSError) as error:
+                log.warning(
+                    "ServiceAccount cache: %s; retrying in %.1f s",
+                    _said(error),
+                    delay,
+                    extra={"fields": {"retry_seconds": round(delay, 1)}},
+                )
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 -- jitter, not a secret
+                delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _list(self) -> None:
+        self.relists += 1
+        accounts: dict[tuple[str, str], Mapping[str, str]] = {}
+        token, version = "", ""
+        while True:
+            params = {"limit": str(PAGE_SIZE)} | ({"continue": token} if token else {})
+            async with self._request("api/v1/serviceaccounts", params=params) as response:
+                if response.status == 410:
+                    raise Gone()  # the continue token expired between pages: start over
+                await _check(response, "list of ServiceAccounts")
+                page = orjson.loads(await response.read())
+            for account in page.get("items") or ():
+                self._store(account, into=accounts)
+            metadata = page.get("metadata") or {}
+            token, version = metadata.get("continue") or "", metadata.get("resourceVersion") or ""
+            if not token:
+                break
+        self._accounts, self._resource_version = accounts, version
+        log.info("ServiceAccount cache listed", extra={"fields": {"accounts": len(accounts)}})
+
+    async def _watch(self) -> int:
+        """Watch from the last resourceVersion until the stream ends; the number of events applied."""
+        self.watches += 1
+        applied = 0
+        params = {
+            "watch": "true",
+            "resourceVersion": self._resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(WATCH_SECONDS),
+        }
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=WATCH_SECONDS + 30)
+        async with self._request("api/v1/serviceaccounts", params=params, timeout=timeout) as response:
+            if response.status == 410:
+                raise Gone()
+            await _check(response, "watch of ServiceAccounts")
+            pending = b""
+            async for chunk in response.content.iter_any():
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        self._apply(orjson.loads(line))
+                        applied += 1
+        return applied
+
+    def _apply(self, event: dict[str, Any]) -> None:
+        kind, obj = event.get("type"), event.get("object") or {}
+        if kind == "ERROR":
+            if obj.get("code") == 410:
+                raise Gone()
+            raise ApiFailure(f"the watch ended with an error (HTTP {obj.get('code')}, {obj.get('reason')})")
+        metadata = obj.get("metadata") or {}
+        if kind in ("ADDED", "MODIFIED"):
+            self._store(obj, into=self._accounts)
+        elif kind == "DELETED":
+            self._accounts.pop((metadata.get("namespace") or "", metadata.get("name") or ""), None)
+        version = metadata.get("resourceVersion")
+        if version:
+            self._resource_version = version
+
+    def _store(self, account: dict[str, Any], *, into: dict[tuple[str, str], Mapping[str, str]]) -> None:
+        metadata = account.get("metadata") or {}
+        annotations = self._keep(account)
+        if annotations is not None:
+            into[(metadata.get("namespace") or "", metadata.get("name") or "")] = annotations
+
+    def _keep(self, account: object) -> Mapping[str, str] | None:
+        """What the cache keeps of ``account``: its annotations under the prefix, or None if it is no account."""
+        if not isinstance(account, dict) or not isinstance(account.get("metadata"), dict):
+            return None
+        annotations = account["metadata"].get("annotations")
+        if not isinstance(annotations, dict):
+            return _NONE
+        return token_annotations(annotations, self._contract) or _NONE
+
+    def _request(
+        self, path: str, *, params: dict[str, str] | None = None, timeout: aiohttp.ClientTimeout | None = None
+    ) -> Any:
+        if self._session is None:
+            raise ApiFailure("the ServiceAccount cache is not started")
+        try:
+            token = Path(self._settings.kube_token_file).read_text().strip()
+        except OSError as error:
+            raise ApiFailure(
+                f"the token file {self._settings.kube_token_file} cannot be read ({error.strerror})"
+            ) from None
+        return self._session.get(
+            path,
+            params=params,
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            timeout=timeout or aiohttp.ClientTimeout(total=30),
+            allow_redirects=False,
+        )
+
+
+async def _check(response: aiohttp.ClientResponse, what: str) -> None:
+    if response.status == 200:
+        return
+    reason = {
+        401: "the API server did not accept token-projector's token (401)",
+        403: "token-projector may not read ServiceAccounts (403): grant it get, list and watch on serviceaccounts",
+    }.get(response.status, f"the API server answered HTTP {response.status}")
+    raise ApiFailure(f"{what}: {reason}")
+
+
+def _said(error: BaseException) -> str:
+    """A failure in words, without a response body or anything secret in it."""
+    if isinstance(error, ApiFailure):
+        return str(error)
+    if isinstance(error, TimeoutError):
+        return "the Kubernetes API did not answer in time"
+    return f"{type(error).__name__} talking to the Kubernetes API"
