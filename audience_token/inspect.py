@@ -219,8 +219,17 @@ def duration(seconds: float) -> str:
     return f"{secs}s"
 
 
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on (control bytes, ANSI escapes, bidi overrides)
+    written as a Python escape, so that a claim cannot move the cursor, recolour or rewrite other lines."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def render(summary: Summary, *, now: datetime) -> str:
-    """The summary as lines a person reads; never the signature, never the token."""
+    """The summary as lines a person reads; never the signature, never the token. Every value from the
+    token is passed through :func:`printable`: its claims are whatever its maker wrote."""
 
     def when(moment: datetime | None) -> str:
         return "-" if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -269,7 +278,7 @@ def render(summary: Summary, *, now: datetime) -> str:
     algorithm, key = _str(summary.header.get("alg")), _str(summary.header.get("kid"))
     rows.append(("signed with", f"{algorithm or '?'}" + (f", key id {key}" if key else "")))
     width = max(len(name) for name, _ in rows)
-    lines = [f"{name + ':':<{width + 1}} {value}" for name, value in rows]
+    lines = [f"{name + ':':<{width + 1}} {printable(value)}" for name, value in rows]
     if summary.notes:
         lines += ["", *summary.notes]
     lines.append("(decoded without verifying the signature: this says what the token claims, not that it is valid)")
