@@ -12,7 +12,19 @@ a caller not allowed (``NotAllowed``) 403     ``Bearer realm="AUDIENCE", error="
 no verdict (``ReviewUnavailable``)    503     ``Retry-After: N``
 ====================================  ======  ==========================================================
 
-Each answer has a small JSON body ``{"error", "reason", "message"}``; none echoes the header. The
+Each answer has a small JSON body ``{"error", "reason", "message"}``; none echoes the header.
+
+``open_paths`` are compared with the path the router matches on (``rel_url.path_safe``, where an
+encoded ``/`` stays ``%2F``), so ``/healthz%2Fready`` is not the open ``/healthz/ready`` and cannot
+reach a catch-all protected route without a token.
+
+Before any middleware runs, aiohttp's HTTP parser refuses a malformed request (a control byte or a
+folded line in a header, a header line over 8190 bytes) with a 400 and logs the parser's message at
+ERROR on ``aiohttp.server``; that message quotes the offending line, ``Authorization`` included.
+``protect()`` installs :class:`ParserMessageRedaction` on that logger, which keeps the record and
+replaces the quoted bytes. The 400 answer itself also quotes the line, to the client that sent it on
+the same connection: aiohttp writes it in ``RequestHandler.handle_error``, which runs without the
+application's middlewares and response signals, and no public setting changes it (aiohttp 3.14). The
 handler behind it reads the caller with ``identity_of(request)`` (or ``request[IDENTITY]``). Works with
 any verifier that has an ``audience`` and ``async verify(token) -> Identity`` (TokenReviewer, and the
 offline verifier).
@@ -21,10 +33,12 @@ offline verifier).
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable
 from typing import Final, Protocol
 
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler, LooseHeaders, Middleware
 
 from audience_token.errors import NotAllowed, ReviewUnavailable, Unauthenticated
@@ -92,7 +106,7 @@ def token_middleware(verifier: Verifier, *, open_paths: Iterable[str] = ()) -> M
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if open_set and request.path in open_set:
+        if open_set and request.rel_url.path_safe in open_set:
             return await handler(request)
         values = request.headers.getall(_AUTHORIZATION, ())
         if len(values) > 1:
@@ -122,8 +136,40 @@ def token_middleware(verifier: Verifier, *, open_paths: Iterable[str] = ()) -> M
     return middleware
 
 
+_QUOTED: Final = re.compile(r"""b?(['"]).*""", re.DOTALL)
+
+
+class ParserMessageRedaction(logging.Filter):
+    """Keeps aiohttp's "Error handling request" records, without the request bytes the parser quoted.
+
+    aiohttp logs a refused request with the parser's exception attached, whose message quotes the
+    header line it stopped at (``b'Authorization: Bearer ...'``). The record keeps its level and
+    message; the exception becomes one line: its class and the parser's words up to the quote.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        info = record.exc_info
+        if info and isinstance(info[1], HttpProcessingError):
+            error = info[1]
+            words = _QUOTED.sub("<redacted>", str(error.message).split("\n", 1)[0]).strip()
+            said = f"{type(error).__name__}: {words} (request bytes redacted by audience_token)"
+            record.msg, record.args = f"{record.getMessage()}: {said}", ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+PARSER_MESSAGE_REDACTION: Final = ParserMessageRedaction("audience_token")
+"""The one filter ``protect()`` adds to aiohttp's server logger (adding it twice is a no-op)."""
+
+
 def protect(app: web.Application, verifier: Verifier, *, open_paths: Iterable[str] = ()) -> web.Application:
-    """Put ``verifier``'s middleware in front of ``app`` and close the verifier when the app stops."""
+    """Put ``verifier``'s middleware in front of ``app`` and close the verifier when the app stops.
+
+    Also redacts the request bytes aiohttp's HTTP parser quotes when it logs a malformed request
+    (:class:`ParserMessageRedaction`, on the ``aiohttp.server`` logger).
+    """
+    logging.getLogger("aiohttp.server").addFilter(PARSER_MESSAGE_REDACTION)
     app.middlewares.append(token_middleware(verifier, open_paths=open_paths))
 
     async def close(_: web.Application) -> None:
