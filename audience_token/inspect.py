@@ -16,18 +16,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
+from audience_token.identity import API_SERVER_AUDIENCES as _API_AUDIENCES
 from audience_token.identity import LEGACY_ISSUER, SERVICE_ACCOUNT_PREFIX
 from audience_token.precheck import MAX_TOKEN_LENGTH, decode_segment
 
-API_SERVER_AUDIENCES: Final = frozenset(
-    {
-        "https://kubernetes.default.svc",
-        "https://kubernetes.default.svc.cluster.local",
-        "kubernetes.default.svc",
-        "kubernetes.default.svc.cluster.local",
-        "api",
-    }
-)
+API_SERVER_AUDIENCES: Final = _API_AUDIENCES | {"api"}
 """Audiences kube-apiserver is commonly started with (``--api-audiences``; it defaults to the issuer).
 
 A token for one of them, or for its own issuer, is a credential for the Kubernetes API itself.

@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from audience_token.errors import ConfigError, ReviewUnavailable
+from audience_token.token_read import Unreadable, read_token
 
 log = logging.getLogger("audience_token")
 
@@ -55,6 +56,20 @@ class Credentials:
     client_key_file: str | None = None
     client_cert_data: bytes | None = field(default=None, repr=False)
     client_key_data: bytes | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        # One rule for every request made with these credentials (the TokenReview and the offline
+        # verifier's key fetch alike): they carry the verifier's own token, which never crosses a
+        # network in the clear.
+        try:
+            url = urlsplit(self.server) if isinstance(self.server, str) else None
+        except ValueError:  # an unbalanced '[' in the host, for one
+            url = None
+        if url is None or not (url.scheme == "https" or (url.scheme == "http" and url.hostname in _LOOPBACK)):
+            raise ConfigError(
+                f"the API server of {self.source} must be an https:// URL, not {self.server!r} "
+                "(plain http is accepted for a loopback address only, where no token crosses a network)"
+            )
 
     @classmethod
     def in_cluster(
@@ -139,17 +154,13 @@ class BearerToken:
             info = os.stat(self._path)
             stat = (info.st_ino, info.st_mtime_ns, info.st_size)
             if self._current is None or stat != self._stat or now - self._read_at >= TOKEN_REREAD_SECONDS:
-                text = Path(self._path).read_text(encoding="ascii").strip()
-                if not text:
-                    raise OSError("the file is empty")
-                self._current, self._stat, self._read_at = text, stat, now
+                # TokenFile's rule: visible ASCII only, so a stray newline never reaches a header.
+                self._current, self._stat, self._read_at = read_token(Path(self._path)), stat, now
                 self._warned = False
-        except (OSError, UnicodeDecodeError) as error:
+        except (OSError, Unreadable) as error:
             if self._current is None:
-                raise ReviewUnavailable(
-                    f"the reviewer's own token {self._path!r} cannot be read ({type(error).__name__}: "
-                    f"{getattr(error, 'strerror', None) or error})"
-                ) from None
+                why = error.why if isinstance(error, Unreadable) else error.strerror or type(error).__name__
+                raise ReviewUnavailable(f"the reviewer's own token {self._path!r} cannot be read: {why}") from None
             if not self._warned:
                 log.warning("re-reading the reviewer's own token %r failed; keeping the last one", self._path)
                 self._warned = True
@@ -169,13 +180,7 @@ class KubeApi:
 
     def __init__(self, credentials: Credentials, *, timeout: float, connections: int) -> None:
         self.credentials = credentials
-        url = urlsplit(credentials.server)
-        if url.scheme != "https" and not (url.scheme == "http" and url.hostname in _LOOPBACK):
-            raise ConfigError(
-                f"the API server of {credentials.source} must be an https:// URL, not {credentials.server!r} "
-                "(plain http is accepted for a loopback address only, where no token crosses a network)"
-            )
-        self._ssl = credentials.ssl_context() if url.scheme == "https" else None
+        self._ssl = credentials.ssl_context() if urlsplit(credentials.server).scheme == "https" else None
         self._bearer = BearerToken(token=credentials.token, path=credentials.token_file)
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=timeout)
         self._seconds = timeout
@@ -205,7 +210,7 @@ class KubeApi:
         # aiohttp's exceptions may hold the request, and the request holds our own token.
         try:
             async with self._get_session().post(
-                url, data=json.dumps(body), headers=headers, server_hostname=server_hostname
+                url, data=json.dumps(body), headers=headers, server_hostname=server_hostname, allow_redirects=False
             ) as response:
                 raw = await _read_bounded(response)
                 retry_after = response.headers.get("Retry-After")

@@ -93,9 +93,21 @@ def audiences_of(claims: Mapping[str, Any]) -> tuple[str, ...]:
     return ()
 
 
-def expiry_of(claims: Mapping[str, Any]) -> float | None:
-    """The unverified ``exp`` claim in Unix seconds, or None when it is absent or not a number."""
-    exp = claims.get("exp")
-    if isinstance(exp, bool) or not isinstance(exp, int | float):
+MAX_NUMERIC_DATE: Final = 1e11
+"""Year 5138: a time claim beyond it (a 400-digit ``exp``, ``1e308``) is no time at all."""
+
+
+def numeric_date(value: object) -> float | None:
+    """A JWT NumericDate claim in Unix seconds; None when it is absent, not a number, not finite (NaN,
+    Infinity: Python's JSON accepts both), negative or absurdly large (a 400-digit integer, which
+    ``float()`` cannot even hold)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(exp)
+    if isinstance(value, int):
+        return float(value) if 0 <= value <= MAX_NUMERIC_DATE else None
+    return value if 0 <= value <= MAX_NUMERIC_DATE else None  # NaN compares false: None
+
+
+def expiry_of(claims: Mapping[str, Any]) -> float | None:
+    """The unverified ``exp`` claim in Unix seconds, or None when it is absent or not a usable time."""
+    return numeric_date(claims.get("exp"))

@@ -36,8 +36,9 @@ from audience_token.errors import (
     ReviewUnavailable,
     Unauthenticated,
     VerificationError,
+    unexpected,
 )
-from audience_token.identity import AllowList, Identity
+from audience_token.identity import LEGACY_ISSUER, AllowList, Identity, refuse_api_server_audience
 from audience_token.kube import Answer, Credentials, KubeApi
 from audience_token.precheck import MAX_TOKEN_LENGTH, audiences_of, check_length, expiry_of, precheck
 from audience_token.shown import shown, shown_list
@@ -56,7 +57,9 @@ class ReviewerSettings:
     success_ttl: float = 10.0
     """Seconds an acceptance is kept; never past the token's ``exp``. A revoked token works that long."""
     failure_ttl: float = 10.0
-    """Seconds a definite refusal (Unauthenticated, NotAllowed) is kept. Unavailability is never kept."""
+    """Seconds a definite refusal (Unauthenticated, NotAllowed) is kept. Never kept: unavailability, and a
+    refusal that carries the API server's ``status.error`` (it may be a passing fault, such as an etcd
+    timeout while looking up the token's Pod), unless the token's own claims decide it."""
     cache_size: int = 10_000
     timeout: float = 5.0
     """Seconds for one TokenReview, connecting included."""
@@ -80,6 +83,8 @@ class _Refusal:
     reason: str = ""
     identity: Identity | None = None
     retry_after: int = 1
+    definite: bool = True
+    """False for a refusal that rests on an error the API server reported: it is not cached."""
 
     def error(self) -> VerificationError:
         if self.kind is Unauthenticated:
@@ -117,6 +122,7 @@ class TokenReviewer:
     ) -> None:
         if not isinstance(audience, str) or not audience.strip() or not audience.isprintable():
             raise ConfigError("audience must be a non-empty printable string, such as 'secret-store'")
+        refuse_api_server_audience(audience)
         self.audience = audience
         self.allow = AllowList.parse(allow)
         self.settings = settings or ReviewerSettings()
@@ -181,17 +187,19 @@ class TokenReviewer:
     async def _review(self, token: str, key: bytes, claims: Mapping[str, Any]) -> _Verdict:
         try:
             status = await self._token_review(token)
+            verdict = self._judge(status, claims)
         except ReviewUnavailable as error:
             log.warning("token review unavailable: %s", error.message)
             return _Refusal.unavailable(error)
-        verdict = self._judge(status, claims)
+        except Exception as error:  # a defect must become a verdict, never a 500 (issue 25, item 1)
+            return _Refusal.unavailable(unexpected(error))
         if isinstance(verdict, Identity):
             ttl = self.settings.success_ttl
             exp = expiry_of(claims)
             if exp is not None:
                 ttl = min(ttl, exp - self._wall_clock())
         else:
-            ttl = self.settings.failure_ttl
+            ttl = self.settings.failure_ttl if verdict.definite else 0.0
         self._cache.put(key, verdict, ttl=ttl)
         return verdict
 
@@ -202,7 +210,7 @@ class TokenReviewer:
             "spec": {"token": token, "audiences": [self.audience]},
         }
         answer = await self._post(body)
-        if answer.status == 401 and self._api.credentials.token_file:
+        if answer.status == 401 and self._api.credentials.token_file is not None:
             self._api.token_changed_since_401()  # the kubelet may have rotated our own token: one more try
             answer = await self._post(body)
         return self._status_of(answer)
@@ -229,6 +237,11 @@ class TokenReviewer:
             raise ReviewUnavailable(
                 f"the API server at {server} answered {answer.status}{said}", retry_after=_seconds(answer.retry_after)
             )
+        if 300 <= answer.status < 400:
+            raise ReviewUnavailable(
+                f"the API server at {server} answered {answer.status}, a redirect, to a TokenReview: a token review "
+                "is never re-sent elsewhere; point the reviewer at the API server itself"
+            )
         if answer.status not in (200, 201):
             raise ReviewUnavailable(f"the API server at {server} answered {answer.status} to a TokenReview{said}")
         status = answer.body.get("status") if isinstance(answer.body, dict) else None
@@ -241,13 +254,16 @@ class TokenReviewer:
             return self._not_authenticated(claims, status.get("error"))
         audiences = status.get("audiences")
         if not isinstance(audiences, list) or self.audience not in audiences:
-            reported = shown_list(a for a in audiences or () if isinstance(a, str))
+            reported = shown_list(a for a in audiences if isinstance(a, str)) if isinstance(audiences, list) else "none"
             return _Refusal(
                 Unauthenticated,
                 f"the API server authenticated the token but not for audience {self.audience!r} "
                 f"(it reported audiences {reported})",
                 reason=WRONG_AUDIENCE,
             )
+        issuer = claims.get("iss")
+        if issuer == LEGACY_ISSUER or (isinstance(issuer, str) and issuer.rstrip("/") == self.audience.rstrip("/")):
+            return _Refusal(Unauthenticated, _api_credential(issuer, self.audience), reason=WRONG_AUDIENCE)
         user = status.get("user")
         identity = Identity.from_user_info(user) if isinstance(user, dict) else None
         if identity is None:
@@ -294,13 +310,39 @@ class TokenReviewer:
                 f"the token was not issued by this cluster (the API server said: {said})",
                 reason=INVALID,
             )
-        detail = f" (the API server said: {said})" if said else ""
+        if said:
+            # kube-apiserver words an etcd timeout while it looks up the token's Pod exactly as the Pod's
+            # deletion ("service account token has been invalidated"), and its own delegated authentication
+            # caches no refusal that carries an error: neither does this one.
+            return _Refusal(
+                Unauthenticated,
+                "the API server did not authenticate the token: it was revoked (its Pod, Secret or ServiceAccount "
+                "was deleted), or the API server could not look them up just now, which it words the same; this "
+                f"refusal is not remembered, so a retry asks again (the API server said: {said})",
+                reason=EXPIRED_OR_REVOKED,
+                definite=False,
+            )
         return _Refusal(
             Unauthenticated,
             "the API server did not authenticate the token: it was revoked (its Pod, Secret or ServiceAccount "
-            f"was deleted), or it was not issued by this cluster{detail}",
+            "was deleted), or it was not issued by this cluster",
             reason=EXPIRED_OR_REVOKED,
         )
+
+
+def _api_credential(issuer: str, audience: str) -> str:
+    """The refusal of a credential the API server vouched for only because ``audience`` is its own."""
+    if issuer == LEGACY_ISSUER:
+        return (
+            f"the token is a legacy Secret token (issuer {LEGACY_ISSUER!r}), which has no audience: it is never "
+            f"accepted for {audience!r}; the caller's Pod must be given a token for audience {audience!r} "
+            f"(annotation token-projector.io/audience: {audience})"
+        )
+    return (
+        f"the receiver's audience {audience!r} is the cluster's service account issuer, which kube-apiserver "
+        "treats as its own (--api-audiences defaults to it): every API credential of the cluster passes for it. "
+        "The receiver must use an audience of its own"
+    )
 
 
 _FORGED: Final = ("cryptographic primitive", "signature", "issuer")
@@ -315,7 +357,16 @@ def _api_error(error: object) -> str:
     return _TOKENISH.sub("<redacted>", error)[:200]
 
 
+_DIGITS: Final = re.compile(r"[0-9]+")
+
+
 def _seconds(retry_after: str | None) -> int:
-    if retry_after and retry_after.strip().isdigit():
-        return max(1, min(int(retry_after.strip()), 60))
-    return 1
+    """``Retry-After`` as whole seconds from 1 to 60; 1 for anything but ASCII digits (an HTTP date too).
+
+    ``str.isdigit`` is not the test: it accepts superscripts and other scripts' digits that ``int``
+    refuses or reads, and ``int`` of thousands of digits raises.
+    """
+    text = retry_after.strip() if retry_after else ""
+    if not _DIGITS.fullmatch(text):
+        return 1
+    return 60 if len(text) > 2 else max(1, min(int(text), 60))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +22,9 @@ from pathlib import Path
 from typing import Final
 
 from audience_token.errors import TokenFileError
+from audience_token.token_read import MAX_TOKEN_BYTES, Unreadable, read_token
+
+__all__ = ["DIR_ENV_VAR", "ENV_VAR", "MAX_TOKEN_BYTES", "TokenFile", "Unreadable", "audience_file_name", "read_token"]
 
 ENV_VAR: Final = "SERVICE_ACCOUNT_TOKEN_PATH"
 """The variable token-projector sets in every container of an annotated Pod (its ``env_var`` setting)."""
@@ -59,11 +61,8 @@ old token stays valid until its ``exp``, so a second's delay costs nothing, and 
 does not pay a ``stat`` per request.
 """
 
-MAX_TOKEN_BYTES: Final = 64 * 1024
-"""A larger file is not a token file: it is refused rather than read into a header."""
 
 _ANNOTATION: Final = "token-projector.io/audience"
-_VISIBLE_ASCII: Final = frozenset(range(0x21, 0x7F))
 
 log = logging.getLogger("audience_token.token_file")
 
@@ -156,8 +155,8 @@ class TokenFile:
             return self._token
         self._stale = False
         try:
-            token = _read_token(self.path)
-        except _Unreadable as problem:
+            token = read_token(self.path)
+        except Unreadable as problem:
             return self._keep_last_good(problem.why)
         self._token, self._signature, self._read_at = token, signature, now
         if self._warned:
@@ -176,36 +175,3 @@ class TokenFile:
             self._warned = True
             log.warning("re-reading the token file %s failed (%s); still sending the last good token", self.path, why)
         return self._token
-
-
-class _Unreadable(Exception):
-    def __init__(self, why: str) -> None:
-        super().__init__(why)
-        self.why = why
-
-
-def _read_token(path: Path) -> str:
-    """Open, read and close: the handle is never kept, so a swapped ``..data`` is always seen."""
-    try:
-        with open(path, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise _Unreadable("it is not a regular file")
-            raw = handle.read(MAX_TOKEN_BYTES + 1)
-    except FileNotFoundError:
-        raise _Unreadable("the file does not exist") from None
-    except PermissionError:
-        raise _Unreadable("permission denied") from None
-    except IsADirectoryError:
-        raise _Unreadable("it is a directory") from None
-    except OSError as error:
-        raise _Unreadable(error.strerror or type(error).__name__) from None
-    if len(raw) > MAX_TOKEN_BYTES:
-        raise _Unreadable(f"it is larger than {MAX_TOKEN_BYTES} bytes, so not a token")
-    raw = raw.strip()
-    if not raw:
-        raise _Unreadable("the file is empty")
-    # The token goes into an HTTP header: anything but visible ASCII (a second line, a NUL, UTF-8)
-    # means this is not a token file, and must not reach the wire.
-    if not _VISIBLE_ASCII.issuperset(raw):
-        raise _Unreadable("it holds characters a token never has (spaces, control bytes or non-ASCII)")
-    return raw.decode("ascii")
