@@ -15,6 +15,7 @@ A failed refresh keeps the last keys. Only ``OfflineVerifier`` uses this module.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import ssl
@@ -94,6 +95,7 @@ class KeySource:
         self._tried_at = float("-inf")
         self._last_error = ""
         self._lock = asyncio.Lock()
+        self._background: asyncio.Future[KeySet] | None = None
         self._session: aiohttp.ClientSession | None = None
         self.fetches = 0
         """Fetches so far (the discovery document and the key set count as one)."""
@@ -106,10 +108,28 @@ class KeySource:
         return f"the issuer {self._issuer}"
 
     async def keys(self, kid: str | None) -> KeySet:
-        """The key set: fetched on first use, when old, and (rate-limited) when ``kid`` is not in it."""
+        """The key set: fetched on first use, when old, and (rate-limited) when ``kid`` is not in it.
+
+        Only a caller that cannot be answered without new keys waits for a fetch: the first ones, and
+        one whose token names a ``kid`` the current keys lack. When the keys are merely old, every
+        caller is answered from them at once while one refresh runs in the background, so a slow or
+        failing key endpoint never stalls verification.
+        """
         keyset = self._keyset
-        if keyset is not None and not self._wants_refresh(keyset, kid):
-            return keyset
+        if keyset is None or self._wants_new_key(keyset, kid):
+            return await self._refresh(kid)
+        if self._clock() - keyset.fetched_at >= self._refresh_every:
+            self._refresh_in_background()
+        return keyset
+
+    def _refresh_in_background(self) -> None:
+        running = self._background
+        if (running is not None and not running.done()) or self._clock() - self._tried_at < self._min_interval:
+            return
+        self._background = asyncio.ensure_future(self._refresh(None))
+        self._background.add_done_callback(_seen)
+
+    async def _refresh(self, kid: str | None) -> KeySet:
         async with self._lock:  # concurrent callers wait for one fetch
             keyset = self._keyset
             if keyset is not None and not self._wants_refresh(keyset, kid):
@@ -130,15 +150,20 @@ class KeySource:
             return self._keyset
 
     async def close(self) -> None:
+        if self._background is not None:
+            self._background.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ReviewUnavailable):
+                await self._background
+            self._background = None
         if self._session is not None:
             await self._session.close()
             self._session = None
 
     def _wants_refresh(self, keyset: KeySet, kid: str | None) -> bool:
-        now = self._clock()
-        if now - keyset.fetched_at >= self._refresh_every:
-            return True
-        return kid is not None and kid not in keyset.keys and now - self._tried_at >= self._min_interval
+        return self._clock() - keyset.fetched_at >= self._refresh_every or self._wants_new_key(keyset, kid)
+
+    def _wants_new_key(self, keyset: KeySet, kid: str | None) -> bool:
+        return kid is not None and kid not in keyset.keys and self._clock() - self._tried_at >= self._min_interval
 
     async def _fetch(self) -> KeySet:
         self.fetches += 1
@@ -225,3 +250,9 @@ class KeySource:
                 trust_env=False,
             )
         return self._session
+
+
+def _seen(task: asyncio.Future[KeySet]) -> None:
+    # A background refresh that failed with no keys to fall back on: the next caller waits and sees why.
+    if not task.cancelled():
+        task.exception()

@@ -36,6 +36,8 @@ from audience_token.errors import (
     ConfigError,
     NotAllowed,
     Unauthenticated,
+    VerificationError,
+    unexpected,
 )
 from audience_token.identity import (
     EXTRA_CREDENTIAL_ID,
@@ -47,6 +49,7 @@ from audience_token.identity import (
     AllowList,
     Identity,
     parse_service_account_username,
+    refuse_api_server_audience,
 )
 from audience_token.jwks import ALGORITHMS, KeySet, KeySource, import_jwt
 from audience_token.kube import Credentials
@@ -98,6 +101,12 @@ class OfflineVerifier:
         self._jwt: Any = import_jwt()  # first: a missing extra is the one error worth reporting
         if not isinstance(audience, str) or not audience.strip() or not audience.isprintable():
             raise ConfigError("audience must be a non-empty printable string, such as 'secret-store'")
+        refuse_api_server_audience(audience)
+        if issuer is not None and issuer.rstrip("/") == audience.rstrip("/"):
+            raise ConfigError(
+                f"audience {audience!r} is the cluster's issuer, which kube-apiserver treats as its own audience: "
+                "every API credential of the cluster would pass. Give the service an audience of its own"
+            )
         if issuer is not None and (not isinstance(issuer, str) or not issuer.startswith("https://")):
             raise ConfigError(f"issuer must be the https:// URL the cluster's tokens carry in 'iss', not {issuer!r}")
         self.audience = audience
@@ -132,6 +141,14 @@ class OfflineVerifier:
 
     async def verify(self, token: str) -> Identity:
         """The caller's Identity, or raises Unauthenticated, NotAllowed or ReviewUnavailable."""
+        try:
+            return await self._verify(token)
+        except VerificationError:
+            raise
+        except Exception as error:  # a defect must become a verdict, never a 500 (issue 25, item 1)
+            raise unexpected(error) from None
+
+    async def _verify(self, token: str) -> Identity:
         check_length(token)
         claims = precheck(token)
         if claims.get("iss") == LEGACY_ISSUER:
@@ -154,6 +171,13 @@ class OfflineVerifier:
                 reason=INVALID,
             )
         keyset = await self._keys.keys(kid if isinstance(kid, str) else None)
+        if keyset.issuer.rstrip("/") == self.audience.rstrip("/"):
+            raise Unauthenticated(
+                f"the receiver's audience {self.audience!r} is the cluster's service account issuer, which "
+                "kube-apiserver treats as its own: every API credential of the cluster would pass for it. The "
+                "receiver must use an audience of its own",
+                reason=WRONG_AUDIENCE,
+            )
         payload = self._decode(token, keyset, algorithm=algorithm, kid=kid, claims=claims)
         return self._admit(payload)
 
