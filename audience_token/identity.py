@@ -125,13 +125,16 @@ class Identity:
         """The identity in a TokenReview's ``status.user``; None when it is not a service account."""
         username = user.get("username")
         parsed = parse_service_account_username(username) if isinstance(username, str) else None
-        if parsed is None:
-            return None
+        return None if parsed is None else cls.from_review(parsed, user)
+
+    @classmethod
+    def from_review(cls, account: tuple[str, str], user: Mapping[str, object]) -> Identity:
+        """The identity of ``account`` (namespace, name) with the uid, groups and extra of a review's ``user``."""
         uid = user.get("uid")
         raw_groups = user.get("groups")
         groups = tuple(g for g in raw_groups if isinstance(g, str)) if isinstance(raw_groups, list) else ()
         return cls.with_extra(
-            parsed, uid=uid if isinstance(uid, str) else "", groups=groups, extra=_extra(user.get("extra"))
+            account, uid=uid if isinstance(uid, str) else "", groups=groups, extra=_extra(user.get("extra"))
         )
 
     @classmethod

@@ -27,10 +27,6 @@ from typing import Any, Final, TypeAlias
 
 from audience_token.cache import CacheKeys, SingleFlight, TtlLru
 from audience_token.errors import (
-    EXPIRED_OR_REVOKED,
-    INVALID,
-    NOT_A_SERVICE_ACCOUNT,
-    WRONG_AUDIENCE,
     ConfigError,
     NotAllowed,
     ReviewUnavailable,
@@ -38,10 +34,10 @@ from audience_token.errors import (
     VerificationError,
     unexpected,
 )
-from audience_token.identity import LEGACY_ISSUER, AllowList, Identity, refuse_api_server_audience
+from audience_token.identity import AllowList, Identity
 from audience_token.kube import Answer, Credentials, KubeApi
+from audience_token.policy import Policy
 from audience_token.precheck import MAX_TOKEN_LENGTH, audiences_of, check_length, expiry_of, precheck
-from audience_token.shown import shown, shown_list
 
 log = logging.getLogger("audience_token")
 
@@ -97,6 +93,12 @@ class _Refusal:
     def unavailable(cls, error: ReviewUnavailable) -> _Refusal:
         return cls(ReviewUnavailable, error.message, retry_after=error.retry_after)
 
+    @classmethod
+    def of(cls, refused: Unauthenticated | NotAllowed, *, definite: bool = True) -> _Refusal:
+        if isinstance(refused, NotAllowed):
+            return cls(NotAllowed, refused.message, identity=refused.identity, definite=definite)
+        return cls(Unauthenticated, refused.message, reason=refused.reason, definite=definite)
+
 
 _Verdict: TypeAlias = Identity | _Refusal
 
@@ -120,11 +122,9 @@ class TokenReviewer:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        if not isinstance(audience, str) or not audience.strip() or not audience.isprintable():
-            raise ConfigError("audience must be a non-empty printable string, such as 'secret-store'")
-        refuse_api_server_audience(audience)
-        self.audience = audience
-        self.allow = AllowList.parse(allow)
+        self.policy = Policy.of(audience, allow)
+        self.audience: str = self.policy.audience
+        self.allow = self.policy.allow
         self.settings = settings or ReviewerSettings()
         if credentials is None:
             credentials = (
@@ -250,99 +250,38 @@ class TokenReviewer:
         return status
 
     def _judge(self, status: Mapping[str, Any], claims: Mapping[str, Any]) -> _Verdict:
-        if status.get("authenticated") is not True:
-            return self._not_authenticated(claims, status.get("error"))
-        audiences = status.get("audiences")
-        if not isinstance(audiences, list) or self.audience not in audiences:
-            reported = shown_list(a for a in audiences if isinstance(a, str)) if isinstance(audiences, list) else "none"
-            return _Refusal(
-                Unauthenticated,
-                f"the API server authenticated the token but not for audience {self.audience!r} "
-                f"(it reported audiences {reported})",
-                reason=WRONG_AUDIENCE,
-            )
-        issuer = claims.get("iss")
-        if issuer == LEGACY_ISSUER or (isinstance(issuer, str) and issuer.rstrip("/") == self.audience.rstrip("/")):
-            return _Refusal(Unauthenticated, _api_credential(issuer, self.audience), reason=WRONG_AUDIENCE)
-        user = status.get("user")
-        identity = Identity.from_user_info(user) if isinstance(user, dict) else None
-        if identity is None:
-            username = user.get("username") if isinstance(user, dict) else None
-            return _Refusal(
-                Unauthenticated,
-                f"the token authenticates {shown(username)}, which is not a service account "
-                "(system:serviceaccount:NAMESPACE:NAME); send a Pod's audience token instead",
-                reason=NOT_A_SERVICE_ACCOUNT,
-            )
-        if not self.allow.allows(identity):
-            return _Refusal(
-                NotAllowed,
-                f"service account {identity.namespace}/{identity.service_account} is authenticated but not allowed "
-                f"to call {self.audience!r}: the receiver's allow list does not name it",
-                identity=identity,
-            )
-        return identity
+        """The verdict on a review's ``status``; the unverified claims only word a refusal."""
+        policy = self.policy
+        try:
+            if status.get("authenticated") is not True:
+                return self._not_authenticated(claims, status.get("error"))
+            audiences = status.get("audiences")
+            if not isinstance(audiences, list) or self.audience not in audiences:
+                raise policy.reported_for_other_audiences(audiences)
+            # The API server vouched for these very bytes, so their claims are the signed ones.
+            policy.refuse_credential(claims.get("iss"))
+            user = status.get("user")
+            user = user if isinstance(user, dict) else {}
+            account = policy.account_of(user.get("username"), as_what="the token authenticates")
+            return policy.admit(Identity.from_review(account, user))
+        except (Unauthenticated, NotAllowed) as refused:
+            return _Refusal.of(refused)
 
     def _not_authenticated(self, claims: Mapping[str, Any], error: object) -> _Refusal:
         # The API server's verdict is final; the unverified claims and its error text only word the reason.
+        # Refusals the token's own claims decide (its audience, its exp, its signature) are cached;
+        # one that rests on the API server's error is not (see ReviewerSettings.failure_ttl).
         minted_for = audiences_of(claims)
         if self.audience not in minted_for:
-            for_what = f"audience {shown_list(minted_for)}" if minted_for else "no audience (a legacy token?)"
-            return _Refusal(
-                Unauthenticated,
-                f"the token is for {for_what}, not {self.audience!r}: the caller's Pod must be given a token for "
-                f"audience {self.audience!r} (annotation token-projector.io/audience: {self.audience})",
-                reason=WRONG_AUDIENCE,
-            )
+            return _Refusal.of(self.policy.minted_for_another_audience(minted_for))
         exp = expiry_of(claims)
         now = self._wall_clock()
         if exp is not None and exp <= now:
-            return _Refusal(
-                Unauthenticated,
-                f"the token expired {now - exp:.0f} s ago: the caller must re-read its token file, which the "
-                "kubelet rotates",
-                reason=EXPIRED_OR_REVOKED,
-            )
+            return _Refusal.of(self.policy.expired(now - exp))
         said = _api_error(error)
         if any(hint in said for hint in _FORGED):
-            return _Refusal(
-                Unauthenticated,
-                f"the token was not issued by this cluster (the API server said: {said})",
-                reason=INVALID,
-            )
-        if said:
-            # kube-apiserver words an etcd timeout while it looks up the token's Pod exactly as the Pod's
-            # deletion ("service account token has been invalidated"), and its own delegated authentication
-            # caches no refusal that carries an error: neither does this one.
-            return _Refusal(
-                Unauthenticated,
-                "the API server did not authenticate the token: it was revoked (its Pod, Secret or ServiceAccount "
-                "was deleted), or the API server could not look them up just now, which it words the same; this "
-                f"refusal is not remembered, so a retry asks again (the API server said: {said})",
-                reason=EXPIRED_OR_REVOKED,
-                definite=False,
-            )
-        return _Refusal(
-            Unauthenticated,
-            "the API server did not authenticate the token: it was revoked (its Pod, Secret or ServiceAccount "
-            "was deleted), or it was not issued by this cluster",
-            reason=EXPIRED_OR_REVOKED,
-        )
-
-
-def _api_credential(issuer: str, audience: str) -> str:
-    """The refusal of a credential the API server vouched for only because ``audience`` is its own."""
-    if issuer == LEGACY_ISSUER:
-        return (
-            f"the token is a legacy Secret token (issuer {LEGACY_ISSUER!r}), which has no audience: it is never "
-            f"accepted for {audience!r}; the caller's Pod must be given a token for audience {audience!r} "
-            f"(annotation token-projector.io/audience: {audience})"
-        )
-    return (
-        f"the receiver's audience {audience!r} is the cluster's service account issuer, which kube-apiserver "
-        "treats as its own (--api-audiences defaults to it): every API credential of the cluster passes for it. "
-        "The receiver must use an audience of its own"
-    )
+            return _Refusal.of(self.policy.not_issued_here(f"the API server said: {said}"))
+        return _Refusal.of(self.policy.revoked(said), definite=not said)
 
 
 _FORGED: Final = ("cryptographic primitive", "signature", "issuer")
