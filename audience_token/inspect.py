@@ -10,7 +10,6 @@ A summary holds claims only: the signature and the token itself are never kept o
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,7 +17,9 @@ from typing import Any, Final, Literal
 
 from audience_token.identity import API_SERVER_AUDIENCES as _API_AUDIENCES
 from audience_token.identity import LEGACY_ISSUER, SERVICE_ACCOUNT_PREFIX
-from audience_token.precheck import MAX_TOKEN_LENGTH, decode_segment
+from audience_token.precheck import NotAJwt, decode_unverified
+
+__all__ = ["API_SERVER_AUDIENCES", "NotAJwt", "Summary", "decode_unverified", "render", "strip_bearer", "summarize"]
 
 API_SERVER_AUDIENCES: Final = _API_AUDIENCES | {"api"}
 """Audiences kube-apiserver is commonly started with (``--api-audiences``; it defaults to the issuer).
@@ -29,10 +30,6 @@ A token for one of them, or for its own issuer, is a credential for the Kubernet
 _LEGACY_CLAIM: Final = "kubernetes.io/serviceaccount/"
 
 Kind = Literal["projected", "legacy", "api-server"]
-
-
-class NotAJwt(ValueError):
-    """The text is not a JWT at all; the message says what is wrong with it (never what it holds)."""
 
 
 @dataclass(frozen=True)
@@ -69,34 +66,6 @@ def strip_bearer(text: str) -> str:
     for prefix in ("authorization:", "bearer "):
         if value[: len(prefix)].lower() == prefix:
             value = value[len(prefix) :].strip()
-    return value
-
-
-def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(header, claims)`` of a compact JWS, unverified; raises :class:`NotAJwt` saying why not."""
-    if not token:
-        raise NotAJwt("the input is empty")
-    if len(token) > MAX_TOKEN_LENGTH:
-        raise NotAJwt(f"the input is {len(token)} characters long; a service account token is far shorter")
-    if not token.isascii():
-        raise NotAJwt("the input is not ASCII, so it is not a JWT")
-    parts = token.split(".")
-    if len(parts) == 5:
-        raise NotAJwt("the input has five dot-separated parts: an encrypted JWE, not a service account token")
-    if len(parts) != 3:
-        raise NotAJwt(f"a JWT has three dot-separated parts; the input has {len(parts)}")
-    header = _json_part(parts[0], "header")
-    claims = _json_part(parts[1], "payload")
-    return header, claims
-
-
-def _json_part(part: str, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(decode_segment(part))
-    except ValueError:
-        raise NotAJwt(f"the JWT's {what} is not base64url-encoded JSON") from None
-    if not isinstance(value, dict):
-        raise NotAJwt(f"the JWT's {what} is JSON but not an object")
     return value
 
 

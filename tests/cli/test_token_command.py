@@ -105,7 +105,7 @@ def test_inspect_knows_an_api_audience_it_is_told(tmp_path: Path, capsys: pytest
     ("content", "says"),
     [
         (b"", "is empty"),
-        (b"not a token", "three dot-separated parts"),
+        (b"not a token", "three parts separated by"),
         (b"\xff\xfe binary", "not ASCII"),
         (b"x" * (64 * 1024 + 1), "larger than"),
     ],
