@@ -17,7 +17,6 @@ import logging
 import os
 import ssl
 import tempfile
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from audience_token.errors import ConfigError, ReviewUnavailable
-from audience_token.token_read import Unreadable, read_token
+from audience_token.token_read import RotatingToken
 
 log = logging.getLogger("audience_token")
 
@@ -132,39 +131,31 @@ def _load_client_certificate(context: ssl.SSLContext, credentials: Credentials) 
 
 
 class BearerToken:
-    """The verifier's own token: fixed, or read from a file again when it changes and every minute."""
+    """The verifier's own token: fixed, or the current one of a file the kubelet rotates (re-read when it
+    changes, at least every minute as client-go does, and after a 401)."""
 
     def __init__(self, *, token: str | None = None, path: str | None = None) -> None:
         self._fixed = token
-        self._path = path
-        self._current: str | None = None
-        self._read_at = 0.0
-        self._stat: tuple[int, int, int] | None = None
-        self._warned = False
+        self._file = (
+            RotatingToken(
+                Path(path),
+                describe="the reviewer's own token",
+                missing=lambda why: ReviewUnavailable(f"the reviewer's own token {path!r} cannot be read: {why}"),
+                max_age=TOKEN_REREAD_SECONDS,
+                check_every=0.0,  # a stat per TokenReview: nothing next to the review itself
+                log=log,
+            )
+            if path is not None
+            else None
+        )
 
     def invalidate(self) -> None:
         """Read the file again on next use (after the API server said 401)."""
-        self._read_at = 0.0
+        if self._file is not None:
+            self._file.invalidate()
 
     def get(self) -> str | None:
-        if self._path is None:
-            return self._fixed
-        now = time.monotonic()
-        try:
-            info = os.stat(self._path)
-            stat = (info.st_ino, info.st_mtime_ns, info.st_size)
-            if self._current is None or stat != self._stat or now - self._read_at >= TOKEN_REREAD_SECONDS:
-                # TokenFile's rule: visible ASCII only, so a stray newline never reaches a header.
-                self._current, self._stat, self._read_at = read_token(Path(self._path)), stat, now
-                self._warned = False
-        except (OSError, Unreadable) as error:
-            if self._current is None:
-                why = error.why if isinstance(error, Unreadable) else error.strerror or type(error).__name__
-                raise ReviewUnavailable(f"the reviewer's own token {self._path!r} cannot be read: {why}") from None
-            if not self._warned:
-                log.warning("re-reading the reviewer's own token %r failed; keeping the last one", self._path)
-                self._warned = True
-        return self._current
+        return self._fixed if self._file is None else self._file.read()
 
 
 @dataclass(frozen=True)

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
 from audience_token.errors import TokenFileError
-from audience_token.token_read import MAX_TOKEN_BYTES, Unreadable, read_token
+from audience_token.token_read import MAX_TOKEN_BYTES, RotatingToken, Unreadable, read_token
 
 __all__ = ["DIR_ENV_VAR", "ENV_VAR", "MAX_TOKEN_BYTES", "TokenFile", "Unreadable", "audience_file_name", "read_token"]
 
@@ -109,69 +108,34 @@ class TokenFile:
                 )
             path, self._source = from_env, f"${ENV_VAR}"
         self.path = Path(path)
-        self._max_age = max_age
-        self._check_every = check_every
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._token: str | None = None
-        self._signature: tuple[int, int, int, int] | None = None
-        self._read_at = float("-inf")
-        self._checked_at = float("-inf")
-        self._stale = False
-        self._warned = False
+        self._file = RotatingToken(
+            self.path,
+            describe="the token file",
+            missing=self._never_read,
+            max_age=max_age,
+            check_every=check_every,
+            clock=clock,
+            log=log,
+        )
 
     def __repr__(self) -> str:
         return f"TokenFile({str(self.path)!r})"
 
     def read(self) -> str:
         """The current token; raises :class:`TokenFileError` if no token could ever be read."""
-        now = self._clock()
-        token = self._token
-        if token is not None and not self._stale and now - self._checked_at < self._check_every:
-            return token
-        with self._lock:
-            return self._refresh(self._clock())
+        return self._file.read()
 
     def headers(self) -> dict[str, str]:
         """``{"Authorization": "Bearer <token>"}`` for any HTTP client."""
-        return {"Authorization": "Bearer " + self.read()}
+        return {"Authorization": "Bearer " + self._file.read()}
 
     def invalidate(self) -> None:
         """Make the next ``read()`` open the file again, as after a 401 from the receiver."""
-        self._stale = True
+        self._file.invalidate()
 
-    def _refresh(self, now: float) -> str:
-        changed = True
-        try:
-            # stat() follows the symlinks: after the kubelet's swap the resolved file is a new inode
-            # in a new directory even when the visible path is the same.
-            info = os.stat(self.path)
-            signature = (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
-            changed = signature != self._signature
-        except OSError:
-            signature = None
-        self._checked_at = now
-        if self._token is not None and not self._stale and not changed and now - self._read_at < self._max_age:
-            return self._token
-        self._stale = False
-        try:
-            token = read_token(self.path)
-        except Unreadable as problem:
-            return self._keep_last_good(problem.why)
-        self._token, self._signature, self._read_at = token, signature, now
-        if self._warned:
-            log.info("token file %s is readable again", self.path)
-        self._warned = False
-        return token
-
-    def _keep_last_good(self, why: str) -> str:
-        if self._token is None:
-            raise TokenFileError(
-                f"no token could be read from {self.path} ({self._source}): {why}. Check that the Pod is "
-                f"annotated {_ANNOTATION}, that the projected volume is mounted at that path in this "
-                f"container, and that ${ENV_VAR} names the file token-projector mounted."
-            ) from None
-        if not self._warned:
-            self._warned = True
-            log.warning("re-reading the token file %s failed (%s); still sending the last good token", self.path, why)
-        return self._token
+    def _never_read(self, why: str) -> TokenFileError:
+        return TokenFileError(
+            f"no token could be read from {self.path} ({self._source}): {why}. Check that the Pod is "
+            f"annotated {_ANNOTATION}, that the projected volume is mounted at that path in this "
+            f"container, and that ${ENV_VAR} names the file token-projector mounted."
+        )

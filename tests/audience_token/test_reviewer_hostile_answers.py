@@ -188,7 +188,7 @@ async def test_a_bad_rotation_of_the_own_token_file_keeps_the_last_good_token(
         token_file.write_text("own-2\nown-3")
         await r.verify(fake_token())
     assert fake_api.bearers_seen == ["own-1", "own-1"]
-    assert "keeping the last one" in caplog.text
+    assert "keeping the last good token" in caplog.text
 
 
 @pytest.mark.parametrize(
