@@ -16,18 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
-import aiohttp
-
 from audience_token.errors import ConfigError, ReviewUnavailable
-from audience_token.kube import BearerToken, Credentials
+from audience_token.kube import Credentials, KubeApi
 
 if TYPE_CHECKING:
     import jwt
@@ -88,15 +84,14 @@ class KeySource:
         self._min_interval = min_refresh_interval
         self._timeout = timeout
         self._clock = clock
-        self._bearer = BearerToken(token=credentials.token, path=credentials.token_file) if credentials else None
-        # Made once here: loading the CA (or the system roots) is slow and can fail; better at start-up.
-        self._ssl = credentials.ssl_context() if credentials else ssl.create_default_context()
+        # The one transport to the API server (or the issuer), made here: loading the CA (or the system
+        # roots) is slow and can fail, better at start-up.
+        self._api = KubeApi(credentials, timeout=timeout, connections=2)
         self._keyset: KeySet | None = None
         self._tried_at = float("-inf")
         self._last_error = ""
         self._lock = asyncio.Lock()
         self._background: asyncio.Future[KeySet] | None = None
-        self._session: aiohttp.ClientSession | None = None
         self.fetches = 0
         """Fetches so far (the discovery document and the key set count as one)."""
 
@@ -155,9 +150,7 @@ class KeySource:
             with contextlib.suppress(asyncio.CancelledError, ReviewUnavailable):
                 await self._background
             self._background = None
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._api.close()
 
     def _wants_refresh(self, keyset: KeySet, kid: str | None) -> bool:
         return self._clock() - keyset.fetched_at >= self._refresh_every or self._wants_new_key(keyset, kid)
@@ -207,49 +200,23 @@ class KeySource:
         return keys
 
     async def _get_json(self, url: str, *, accept: str = "application/json") -> Mapping[str, Any]:
-        headers = {"Accept": accept}
-        if self._bearer is not None and (token := self._bearer.get()):
-            headers["Authorization"] = f"Bearer {token}"
-        hostname = self._credentials.tls_server_name if self._credentials else None
-        try:
-            async with self._get_session().get(
-                url, headers=headers, server_hostname=hostname, allow_redirects=False
-            ) as response:
-                status = response.status
-                raw = await response.content.read(MAX_DOCUMENT_BYTES + 1)
-        except TimeoutError:
-            raise ReviewUnavailable(f"{url} did not answer within {self._timeout:g} s") from None
-        except (aiohttp.ClientError, OSError) as error:
-            raise ReviewUnavailable(f"{url} could not be reached: {type(error).__name__}: {str(error)[:300]}") from None
-        if status in (401, 403):
-            if status == 401 and self._bearer is not None:
-                self._bearer.invalidate()  # our own token may have been rotated: read it again next time
+        answer = await self._api.get_json(url, accept=accept)
+        if answer.status in (401, 403):
+            if answer.status == 401:
+                self._api.token_changed_since_401()  # our own token may have been rotated: read it again next time
             raise ReviewUnavailable(
-                f"{url} refused the verifier's own credentials ({status}"
-                + (", not a valid token" if status == 401 else "")
+                f"{url} refused the verifier's own credentials ({answer.status}"
+                + (", not a valid token" if answer.status == 401 else "")
                 + f"): they need the ClusterRole {DISCOVERY_ROLE} (get on {DISCOVERY_PATH} and {JWKS_PATH}), "
                 "which Kubernetes binds to every service account by default"
             )
-        if status != 200:
-            raise ReviewUnavailable(f"{url} answered {status}", retry_after=5)
-        if len(raw) > MAX_DOCUMENT_BYTES:
-            raise ReviewUnavailable(f"{url} answered more than {MAX_DOCUMENT_BYTES} bytes")
-        try:
-            document = json.loads(raw)
-        except (ValueError, RecursionError):
-            document = None
-        if not isinstance(document, dict):
+        if answer.status != 200:
+            redirect = ", a redirect, which is never followed" if 300 <= answer.status < 400 else ""
+            raise ReviewUnavailable(f"{url} answered {answer.status}{redirect}", retry_after=5)
+        if not isinstance(answer.body, dict):
             raise ReviewUnavailable(f"{url} did not answer a JSON object")
+        document: Mapping[str, Any] = answer.body
         return document
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=2, ssl=self._ssl),
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
-                trust_env=False,
-            )
-        return self._session
 
 
 def _seen(task: asyncio.Future[KeySet]) -> None:

@@ -167,12 +167,24 @@ class Answer:
 
 
 class KubeApi:
-    """One connection pool to one API server, made on first use inside the running event loop."""
+    """The one HTTP transport to the API server (or, offline, to a public issuer): one connection pool,
+    made on first use inside the running event loop.
 
-    def __init__(self, credentials: Credentials, *, timeout: float, connections: int) -> None:
+    Every request carries the verifier's own token (when there are credentials), goes only where it
+    is sent (redirects are never followed: a 3xx is handed back as it is), reads at most
+    :data:`MAX_ANSWER_BYTES`, and fails as a ``ReviewUnavailable`` that names the server and what went
+    wrong, never chained to aiohttp's exception (which may hold the request, and so our token).
+    ``credentials=None`` is for an issuer's public endpoints: system trust roots, no token.
+    """
+
+    def __init__(self, credentials: Credentials | None, *, timeout: float, connections: int) -> None:
         self.credentials = credentials
-        self._ssl = credentials.ssl_context() if urlsplit(credentials.server).scheme == "https" else None
-        self._bearer = BearerToken(token=credentials.token, path=credentials.token_file)
+        if credentials is None:
+            self._ssl: ssl.SSLContext | None = ssl.create_default_context()
+        else:
+            self._ssl = credentials.ssl_context() if urlsplit(credentials.server).scheme == "https" else None
+        self._bearer = BearerToken(token=credentials.token, path=credentials.token_file) if credentials else None
+        self._server_hostname = credentials.tls_server_name if credentials else None
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=timeout)
         self._seconds = timeout
         self._connections = connections
@@ -187,39 +199,55 @@ class KubeApi:
         return self._session
 
     def token_changed_since_401(self) -> None:
-        self._bearer.invalidate()
+        if self._bearer is not None:
+            self._bearer.invalidate()
 
     async def post_json(self, path: str, body: Mapping[str, Any]) -> Answer:
-        url = self.credentials.server + path
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        token = self._bearer.get()
+        """POST ``body`` as JSON to ``path`` on the API server."""
+        assert self.credentials is not None, "a POST goes to the API server of the credentials"
+        server = self.credentials.server
+        return await self._send(
+            "POST", server + path, json.dumps(body), "application/json", f"the API server at {server}"
+        )
+
+    async def get_json(self, url: str, *, accept: str = "application/json") -> Answer:
+        """GET ``url`` (the API server's, or a public issuer's); failures name ``url``."""
+        return await self._send("GET", url, None, accept, url)
+
+    async def _send(self, method: str, url: str, data: str | None, accept: str, where: str) -> Answer:
+        headers = {"Accept": accept}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        token = self._bearer.get() if self._bearer is not None else None
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        server_hostname = self.credentials.tls_server_name
         failure = ""
         # The ReviewUnavailable is raised after the except blocks, so that it carries no __context__:
         # aiohttp's exceptions may hold the request, and the request holds our own token.
         try:
-            async with self._get_session().post(
-                url, data=json.dumps(body), headers=headers, server_hostname=server_hostname, allow_redirects=False
+            async with self._get_session().request(
+                method,
+                url,
+                data=data,
+                headers=headers,
+                server_hostname=self._server_hostname,
+                allow_redirects=False,
             ) as response:
-                raw = await _read_bounded(response)
+                raw = await _read_bounded(response, where)
                 retry_after = response.headers.get("Retry-After")
                 status = response.status
         except TimeoutError:
-            failure = f"the API server at {self.credentials.server} did not answer within {self._seconds:g} s"
+            failure = f"{where} did not answer within {self._seconds:g} s"
         except aiohttp.ClientConnectorCertificateError as error:
-            failure = (
-                f"the API server at {self.credentials.server} presented a certificate the cluster CA of "
-                f"{self.credentials.source} does not trust: {error.certificate_error}"
-            )
+            trusted = f"the cluster CA of {self.credentials.source}" if self.credentials else "the system's roots"
+            failure = f"{where} presented a certificate {trusted} does not trust: {error.certificate_error}"
         except (aiohttp.ClientError, OSError) as error:
-            failure = f"the API server at {self.credentials.server} could not be reached: {_describe(error)}"
+            failure = f"{where} could not be reached: {_describe(error)}"
         if failure:
             raise ReviewUnavailable(failure)
         try:
             parsed = json.loads(raw) if raw else None
-        except ValueError:
+        except (ValueError, RecursionError):
             parsed = None
         return Answer(status=status, retry_after=retry_after, body=parsed)
 
@@ -229,15 +257,13 @@ class KubeApi:
             self._session = None
 
 
-async def _read_bounded(response: aiohttp.ClientResponse) -> bytes:
+async def _read_bounded(response: aiohttp.ClientResponse, where: str) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_chunked(64 * 1024):
         size += len(chunk)
         if size > MAX_ANSWER_BYTES:
-            raise ReviewUnavailable(
-                f"the API server at {response.url.origin()} sent an answer over {MAX_ANSWER_BYTES} bytes"
-            )
+            raise ReviewUnavailable(f"{where} sent an answer over {MAX_ANSWER_BYTES} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 

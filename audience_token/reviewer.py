@@ -132,6 +132,7 @@ class TokenReviewer:
                 if kubeconfig is not None
                 else Credentials.in_cluster()
             )
+        self._credentials = credentials
         self._api = KubeApi(credentials, timeout=self.settings.timeout, connections=self.settings.connections)
         self._cache: TtlLru[_Verdict] = TtlLru(maxsize=self.settings.cache_size, clock=clock)
         # Bound once: lookup() runs on every request, and a stored bound method is the cheapest call.
@@ -143,7 +144,7 @@ class TokenReviewer:
         """TokenReviews sent so far: what the cache and single flight save shows here."""
 
     def __repr__(self) -> str:
-        return f"TokenReviewer({self.audience!r}, allow={str(self.allow)!r}, via={self._api.credentials.source!r})"
+        return f"TokenReviewer({self.audience!r}, allow={str(self.allow)!r}, via={self._credentials.source!r})"
 
     @property
     def cached(self) -> int:
@@ -210,7 +211,7 @@ class TokenReviewer:
             "spec": {"token": token, "audiences": [self.audience]},
         }
         answer = await self._post(body)
-        if answer.status == 401 and self._api.credentials.token_file is not None:
+        if answer.status == 401 and self._credentials.token_file is not None:
             self._api.token_changed_since_401()  # the kubelet may have rotated our own token: one more try
             answer = await self._post(body)
         return self._status_of(answer)
@@ -220,7 +221,7 @@ class TokenReviewer:
         return await self._api.post_json(TOKENREVIEWS, body)
 
     def _status_of(self, answer: Answer) -> Mapping[str, Any]:
-        source, server = self._api.credentials.source, self._api.credentials.server
+        source, server = self._credentials.source, self._credentials.server
         said = answer.body.get("message") if isinstance(answer.body, dict) else None
         said = f" (the API server said: {str(said)[:300]})" if said else ""
         if answer.status == 403:
