@@ -204,9 +204,9 @@ async def test_a_verifier_without_lookup_is_asked_on_every_request(aiohttp_clien
 
 
 def test_a_realm_cannot_break_the_header() -> None:
-    from audience_token.middleware import _realm
+    from audience_token.answers import realm
 
-    assert _realm('a"b\\c\r\nSet-Cookie: x=1é') == 'a\\"b\\\\c??Set-Cookie: x=1?'
+    assert realm('a"b\\c\r\nSet-Cookie: x=1é') == 'a\\"b\\\\c??Set-Cookie: x=1?'
 
 
 async def catch_all(request: web.Request) -> web.Response:
