@@ -34,7 +34,7 @@ from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
 
-from audience_token.answers import Gate, HttpRefusal, Verifier
+from audience_token.answers import Gate, HttpRefusal, Verifier, realm
 from audience_token.errors import VerificationError
 from audience_token.identity import Identity
 
@@ -63,6 +63,7 @@ def identity_of(request: web.Request) -> Identity:
 
 
 _AUTHORIZATION: Final = hdrs.AUTHORIZATION
+_realm = realm  # the name this module had for it; adapters written before answers.py may use it
 
 
 def _response(refusal: HttpRefusal) -> web.Response:
