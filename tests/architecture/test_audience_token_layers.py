@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.architecture.test_import_direction import imports_of
 from tests.tools import REPO
 
 PACKAGE = REPO / "audience_token"
@@ -60,18 +61,6 @@ RECEIVER = {
 
 def modules() -> dict[str, Path]:
     return {path.stem: path for path in sorted(PACKAGE.glob("*.py")) if path.stem != "__init__"}
-
-
-def imports_of(path: Path) -> set[str]:
-    """Every module name imported, absolute (``audience_token.x``, ``aiohttp.web``), from any depth."""
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-            names.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return names
 
 
 def ours(names: set[str]) -> set[str]:
