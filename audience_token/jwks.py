@@ -9,7 +9,9 @@ says; with an issuer URL alone they are fetched from there over public TLS.
 Fetching is bounded: once on first use, again every ``refresh_every`` seconds (a key the cluster
 stops publishing stops working), and on a token naming an unknown ``kid`` (a new key) but at most once
 per ``min_refresh_interval``, so tokens with made-up key ids cannot turn into load on the API server.
-A failed refresh keeps the last keys. Only ``OfflineVerifier`` uses this module.
+The periodic refresh runs in the background while the current keys answer; only a caller with no keys
+yet, or with an unknown ``kid``, waits for a fetch. A failed refresh keeps the last keys. Only
+``OfflineVerifier`` uses this module.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class KeySet:
 
 
 class KeySource:
-    """Fetches and refreshes one cluster's key set; one small connection pool, made on first use."""
+    """Fetches and refreshes one cluster's key set, through the one transport (``kube.KubeApi``)."""
 
     def __init__(
         self,

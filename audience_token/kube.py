@@ -1,4 +1,4 @@
-"""The verifier's own way to the Kubernetes API: its credentials, and one aiohttp connection pool.
+"""The verifier's own way to the Kubernetes API: its credentials, and the one transport to it (KubeApi).
 
 A TokenReviewer needs exactly one API call, ``POST /apis/authentication.k8s.io/v1/tokenreviews``, so it
 speaks HTTP to the API server itself rather than pull in a generated client. Credentials come from the

@@ -8,7 +8,10 @@ token or the new one, never half of either. An application that read the file on
 keeps sending the old token, which dies at ``exp``; one that keeps the file open keeps reading
 the deleted old directory. :class:`TokenFile` opens the path afresh whenever the file changed
 (the ``stat`` of the resolved path: device, inode, mtime, size) and at least every
-:data:`MAX_AGE_SECONDS`, and keeps the last good token when a re-read fails.
+:data:`MAX_AGE_SECONDS`, and keeps the last good token when a re-read fails: the rules of
+:class:`~audience_token.token_read.RotatingToken`, the one reader of such files, which the verifier's
+own token goes through as well. This module adds where the file is (the variables token-projector
+sets) and what to say when no token could ever be read.
 """
 
 from __future__ import annotations
