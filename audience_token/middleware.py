@@ -14,13 +14,11 @@ reach a catch-all protected route without a token.
 Before any middleware runs, aiohttp's HTTP parser refuses a malformed request (a control byte or a
 folded line in a header, a header line over 8190 bytes) with a 400 and logs the parser's message at
 ERROR on ``aiohttp.server``; that message quotes the offending line, ``Authorization`` included.
-``protect()`` installs :class:`ParserMessageRedaction` on that logger, which keeps the record and
-replaces the quoted bytes. The 400 answer itself also quotes the line, to the client that sent it on
-the same connection: aiohttp writes it in ``RequestHandler.handle_error``, which runs without the
-application's middlewares and response signals, and no public setting changes it (aiohttp 3.14). The
-handler behind it reads the caller with ``identity_of(request)`` (or ``request[IDENTITY]``). Works with
-any verifier that has an ``audience`` and ``async verify(token) -> Identity`` (TokenReviewer, and the
-offline verifier).
+``token_middleware()`` (and so ``protect()``) installs :class:`ParserMessageRedaction` on that
+logger, which keeps the record and replaces the quoted bytes. The 400 answer itself also quotes the
+line, to the client that sent it on the same connection: aiohttp writes it in
+``RequestHandler.handle_error``, which runs without the application's middlewares and response
+signals, and no public setting changes it (aiohttp 3.14).
 """
 
 from __future__ import annotations
@@ -73,7 +71,12 @@ def _response(refusal: HttpRefusal) -> web.Response:
 
 
 def token_middleware(verifier: Verifier, *, open_paths: Iterable[str] = ()) -> Middleware:
-    """The middleware for ``verifier``; requests to ``open_paths`` (exact paths, e.g. ``/healthz``) pass."""
+    """The middleware for ``verifier``; requests to ``open_paths`` (exact paths, e.g. ``/healthz``) pass.
+
+    Also redacts the request bytes aiohttp's HTTP parser quotes when it logs a malformed request
+    (:class:`ParserMessageRedaction`, added to the ``aiohttp.server`` logger once).
+    """
+    logging.getLogger("aiohttp.server").addFilter(PARSER_MESSAGE_REDACTION)
     gate = Gate(verifier, open_paths=open_paths)
     # Looked up once, not per request: these calls are most of what a request costs here.
     open_set, token_of, lookup, verify = gate.open_paths, gate.token_of, gate.lookup, gate.verify
@@ -122,16 +125,11 @@ class ParserMessageRedaction(logging.Filter):
 
 
 PARSER_MESSAGE_REDACTION: Final = ParserMessageRedaction("audience_token")
-"""The one filter ``protect()`` adds to aiohttp's server logger (adding it twice is a no-op)."""
+"""The one filter ``token_middleware()`` adds to aiohttp's server logger (adding it twice is a no-op)."""
 
 
 def protect(app: web.Application, verifier: Verifier, *, open_paths: Iterable[str] = ()) -> web.Application:
-    """Put ``verifier``'s middleware in front of ``app`` and close the verifier when the app stops.
-
-    Also redacts the request bytes aiohttp's HTTP parser quotes when it logs a malformed request
-    (:class:`ParserMessageRedaction`, on the ``aiohttp.server`` logger).
-    """
-    logging.getLogger("aiohttp.server").addFilter(PARSER_MESSAGE_REDACTION)
+    """Put ``verifier``'s middleware in front of ``app`` and close the verifier when the app stops."""
     app.middlewares.append(token_middleware(verifier, open_paths=open_paths))
 
     async def close(_: web.Application) -> None:

@@ -274,3 +274,13 @@ async def test_a_request_the_parser_refuses_is_logged_without_its_authorization_
     for record in records:
         assert record.exc_info is None
         assert MARK not in record.getMessage()
+
+
+def test_the_bare_middleware_installs_the_parser_log_redaction_too(reviewer: TokenReviewer) -> None:
+    from audience_token.middleware import PARSER_MESSAGE_REDACTION
+
+    server_log = logging.getLogger("aiohttp.server")
+    server_log.removeFilter(PARSER_MESSAGE_REDACTION)
+    token_middleware(reviewer)
+    token_middleware(reviewer)
+    assert server_log.filters.count(PARSER_MESSAGE_REDACTION) == 1
