@@ -8,14 +8,23 @@ already be spent). ``TokenFile.read()`` runs in the event loop: it answers from 
 the file (one ``stat``) at most once a second, which costs less than handing it to a thread.
 
 aiohttp calls a client middleware again for every hop of a redirect, and aiohttp's own rule drops
-``Authorization`` when a redirect leaves the origin. A middleware that added the header blindly
-would put it back and hand the token to whatever host a redirect names, so this one remembers
-where a redirect it saw leads and does not add the token to that hop when its origin differs.
+``Authorization`` only when one hop leaves the origin of the hop before it: after ``A → B/1 → B/2``
+the last hop is "same origin" again. So this middleware remembers the *home* origin of a redirect
+chain (the origin of the request the caller made) and adds the token to a hop only when the hop goes
+back there. A redirect that is not followed (``allow_redirects=False``) leaves nothing behind: the
+next request counts as a hop only when it is for exactly the URL the redirect named.
+
+Once the answer has arrived the token is taken out of the request's headers again, so that the
+``request_info`` of the response, and of a ``ClientResponseError`` raised for it
+(``raise_for_status``), does not carry it: aiohttp's ``repr`` of that error prints the request headers.
+An ``Authorization`` header the caller set itself is left alone, and shows there: log such errors
+with ``str()``, never ``repr()``.
 """
 
 from __future__ import annotations
 
 from contextvars import ContextVar
+from typing import NamedTuple
 
 from aiohttp import ClientHandlerType, ClientMiddlewareType, ClientRequest, ClientResponse, hdrs
 from yarl import URL
@@ -24,49 +33,62 @@ from audience_token.token_file import TokenFile
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
-# Where a cross-origin redirect just pointed, per task: aiohttp follows redirects inside one call of
-# session.request(), in the caller's task, so the next middleware call in this context is that hop.
-_cross_origin_hop: ContextVar[URL | None] = ContextVar("audience_token_cross_origin_hop", default=None)
-"""The origin (scheme, host, port) that hop goes to."""
+
+class _Hop(NamedTuple):
+    """A redirect just answered, in this task: where it leads, and the origin its chain started from."""
+
+    url: URL
+    home: URL
+
+
+# aiohttp follows redirects inside one call of session.request(), in the caller's task, so the next
+# middleware call in this context is that hop, if it is for the URL the redirect named.
+_pending_hop: ContextVar[_Hop | None] = ContextVar("audience_token_pending_hop", default=None)
 
 
 def bearer_auth(token_file: TokenFile) -> ClientMiddlewareType:
     """An aiohttp client middleware that sends ``token_file``'s current token as a Bearer token.
 
     A request that already carries an ``Authorization`` header (set by the caller, or ``auth=``) is
-    left as it is. The token never follows a redirect to another origin.
+    left as it is. The token goes only to the origin of the request the caller made: never to a
+    redirect's target on another origin, nor further down a redirect chain that left it.
     """
 
     async def middleware(request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
-        hop = _cross_origin_hop.get()
+        hop = _pending_hop.get()
         if hop is not None:
-            _cross_origin_hop.set(None)
-        ours = (
-            hdrs.AUTHORIZATION not in request.headers
-            and not (hop is not None and request.url.origin() == hop)
-            and request.auth is None
-        )
+            _pending_hop.set(None)
+        origin = request.url.origin()
+        home = hop.home if hop is not None and _same_resource(request.url, hop.url) else origin
+        ours = hdrs.AUTHORIZATION not in request.headers and request.auth is None and origin == home
         if ours:
             request.headers[hdrs.AUTHORIZATION] = "Bearer " + token_file.read()
-        response = await handler(request)
+        try:
+            response = await handler(request)
+        finally:
+            if ours:
+                request.headers.popall(hdrs.AUTHORIZATION, None)
         if ours and response.status == 401:
             token_file.invalidate()
         if response.status in _REDIRECTS:
-            _remember_cross_origin_redirect(request.url, response)
+            _remember_redirect(request.url, home, response)
         return response
 
     return middleware
 
 
-def _remember_cross_origin_redirect(url: URL, response: ClientResponse) -> None:
+def _remember_redirect(url: URL, home: URL, response: ClientResponse) -> None:
     location = response.headers.get(hdrs.LOCATION) or response.headers.get(hdrs.URI)
     if not location:
         return
     try:
-        target = url.join(URL(location)).origin()
-        leaves = target != url.origin()
+        target = url.join(URL(location))
+        target.origin()
     except ValueError:
         # aiohttp refuses such a Location itself (InvalidUrlRedirectClientError): no hop follows.
         return
-    if leaves:
-        _cross_origin_hop.set(target)
+    _pending_hop.set(_Hop(target, home))
+
+
+def _same_resource(one: URL, other: URL) -> bool:
+    return one.with_fragment(None) == other.with_fragment(None)

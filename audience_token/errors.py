@@ -16,6 +16,9 @@ NotAllowed → 403, ReviewUnavailable → 503. Messages say what to do and never
 
 from __future__ import annotations
 
+import logging
+import traceback
+from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
@@ -80,3 +83,17 @@ class ReviewUnavailable(VerificationError):
     def __init__(self, message: str, *, retry_after: int = 1) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+def unexpected(error: BaseException) -> ReviewUnavailable:
+    """A defect met while verifying a token, as a ReviewUnavailable (a 503, never a 500 or a traceback).
+
+    Logs the exception's class and where it was raised, never its message or traceback text, which may
+    quote the token; the caller's message says only that verification failed.
+    """
+    frames = traceback.extract_tb(error.__traceback__) if error.__traceback__ is not None else []
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    logging.getLogger("audience_token").error(
+        "verifying a token failed unexpectedly: %s%s (a defect: please report it)", type(error).__name__, where
+    )
+    return ReviewUnavailable("verifying the token failed unexpectedly on the receiver; try again later")

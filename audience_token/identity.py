@@ -20,6 +20,41 @@ LEGACY_ISSUER: Final = "kubernetes/serviceaccount"
 """The issuer of the never-expiring tokens kept in ``kubernetes.io/service-account-token`` Secrets."""
 WILDCARD: Final = "*"
 
+API_SERVER_AUDIENCES: Final = frozenset(
+    {
+        "https://kubernetes.default.svc",
+        "https://kubernetes.default.svc.cluster.local",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    }
+)
+"""The Kubernetes API's own audiences (the webhook's ``denied_audiences``); kube-apiserver's
+``--api-audiences`` defaults to its issuer, which is usually the first of them."""
+
+
+def api_server_audience(audience: str) -> bool:
+    """True for an audience of the Kubernetes API itself (``kubernetes.default.svc`` and its longer names).
+
+    kube-apiserver vouches for audience-agnostic credentials (legacy Secret tokens, and ordinary API
+    tokens) for exactly those audiences, so a receiver that checks one accepts every credential of the
+    cluster: it is refused when a verifier is built, as the webhook refuses it at admission.
+    """
+    name = audience.strip().rstrip("/").lower()
+    return name in API_SERVER_AUDIENCES or name.startswith(
+        ("https://kubernetes.default.svc.", "kubernetes.default.svc.")
+    )
+
+
+def refuse_api_server_audience(audience: str) -> None:
+    """ConfigError when ``audience`` is the Kubernetes API's own (see :func:`api_server_audience`)."""
+    if api_server_audience(audience):
+        raise ConfigError(
+            f"audience {audience!r} is the Kubernetes API's own: kube-apiserver vouches for legacy Secret tokens and "
+            "ordinary API credentials for it, so every credential of the cluster would pass. Give the service an "
+            "audience of its own, such as 'secret-store'"
+        )
+
+
 # The keys kube-apiserver puts in a TokenReview's status.user.extra for a Pod-bound token.
 EXTRA_POD_NAME: Final = "authentication.kubernetes.io/pod-name"
 EXTRA_POD_UID: Final = "authentication.kubernetes.io/pod-uid"
@@ -90,13 +125,16 @@ class Identity:
         """The identity in a TokenReview's ``status.user``; None when it is not a service account."""
         username = user.get("username")
         parsed = parse_service_account_username(username) if isinstance(username, str) else None
-        if parsed is None:
-            return None
+        return None if parsed is None else cls.from_review(parsed, user)
+
+    @classmethod
+    def from_review(cls, account: tuple[str, str], user: Mapping[str, object]) -> Identity:
+        """The identity of ``account`` (namespace, name) with the uid, groups and extra of a review's ``user``."""
         uid = user.get("uid")
         raw_groups = user.get("groups")
         groups = tuple(g for g in raw_groups if isinstance(g, str)) if isinstance(raw_groups, list) else ()
         return cls.with_extra(
-            parsed, uid=uid if isinstance(uid, str) else "", groups=groups, extra=_extra(user.get("extra"))
+            account, uid=uid if isinstance(uid, str) else "", groups=groups, extra=_extra(user.get("extra"))
         )
 
     @classmethod

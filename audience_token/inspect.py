@@ -10,24 +10,18 @@ A summary holds claims only: the signature and the token itself are never kept o
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
+from audience_token.identity import API_SERVER_AUDIENCES as _API_AUDIENCES
 from audience_token.identity import LEGACY_ISSUER, SERVICE_ACCOUNT_PREFIX
-from audience_token.precheck import MAX_TOKEN_LENGTH, decode_segment
+from audience_token.precheck import NotAJwt, decode_unverified
 
-API_SERVER_AUDIENCES: Final = frozenset(
-    {
-        "https://kubernetes.default.svc",
-        "https://kubernetes.default.svc.cluster.local",
-        "kubernetes.default.svc",
-        "kubernetes.default.svc.cluster.local",
-        "api",
-    }
-)
+__all__ = ["API_SERVER_AUDIENCES", "NotAJwt", "Summary", "decode_unverified", "render", "strip_bearer", "summarize"]
+
+API_SERVER_AUDIENCES: Final = _API_AUDIENCES | {"api"}
 """Audiences kube-apiserver is commonly started with (``--api-audiences``; it defaults to the issuer).
 
 A token for one of them, or for its own issuer, is a credential for the Kubernetes API itself.
@@ -36,10 +30,6 @@ A token for one of them, or for its own issuer, is a credential for the Kubernet
 _LEGACY_CLAIM: Final = "kubernetes.io/serviceaccount/"
 
 Kind = Literal["projected", "legacy", "api-server"]
-
-
-class NotAJwt(ValueError):
-    """The text is not a JWT at all; the message says what is wrong with it (never what it holds)."""
 
 
 @dataclass(frozen=True)
@@ -76,34 +66,6 @@ def strip_bearer(text: str) -> str:
     for prefix in ("authorization:", "bearer "):
         if value[: len(prefix)].lower() == prefix:
             value = value[len(prefix) :].strip()
-    return value
-
-
-def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """``(header, claims)`` of a compact JWS, unverified; raises :class:`NotAJwt` saying why not."""
-    if not token:
-        raise NotAJwt("the input is empty")
-    if len(token) > MAX_TOKEN_LENGTH:
-        raise NotAJwt(f"the input is {len(token)} characters long; a service account token is far shorter")
-    if not token.isascii():
-        raise NotAJwt("the input is not ASCII, so it is not a JWT")
-    parts = token.split(".")
-    if len(parts) == 5:
-        raise NotAJwt("the input has five dot-separated parts: an encrypted JWE, not a service account token")
-    if len(parts) != 3:
-        raise NotAJwt(f"a JWT has three dot-separated parts; the input has {len(parts)}")
-    header = _json_part(parts[0], "header")
-    claims = _json_part(parts[1], "payload")
-    return header, claims
-
-
-def _json_part(part: str, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(decode_segment(part))
-    except ValueError:
-        raise NotAJwt(f"the JWT's {what} is not base64url-encoded JSON") from None
-    if not isinstance(value, dict):
-        raise NotAJwt(f"the JWT's {what} is JSON but not an object")
     return value
 
 
@@ -219,8 +181,17 @@ def duration(seconds: float) -> str:
     return f"{secs}s"
 
 
+def printable(text: str) -> str:
+    """``text`` with every character a terminal would act on (control bytes, ANSI escapes, bidi overrides)
+    written as a Python escape, so that a claim cannot move the cursor, recolour or rewrite other lines."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def render(summary: Summary, *, now: datetime) -> str:
-    """The summary as lines a person reads; never the signature, never the token."""
+    """The summary as lines a person reads; never the signature, never the token. Every value from the
+    token is passed through :func:`printable`: its claims are whatever its maker wrote."""
 
     def when(moment: datetime | None) -> str:
         return "-" if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -269,7 +240,7 @@ def render(summary: Summary, *, now: datetime) -> str:
     algorithm, key = _str(summary.header.get("alg")), _str(summary.header.get("kid"))
     rows.append(("signed with", f"{algorithm or '?'}" + (f", key id {key}" if key else "")))
     width = max(len(name) for name, _ in rows)
-    lines = [f"{name + ':':<{width + 1}} {value}" for name, value in rows]
+    lines = [f"{name + ':':<{width + 1}} {printable(value)}" for name, value in rows]
     if summary.notes:
         lines += ["", *summary.notes]
     lines.append("(decoded without verifying the signature: this says what the token claims, not that it is valid)")

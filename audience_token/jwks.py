@@ -9,24 +9,23 @@ says; with an issuer URL alone they are fetched from there over public TLS.
 Fetching is bounded: once on first use, again every ``refresh_every`` seconds (a key the cluster
 stops publishing stops working), and on a token naming an unknown ``kid`` (a new key) but at most once
 per ``min_refresh_interval``, so tokens with made-up key ids cannot turn into load on the API server.
-A failed refresh keeps the last keys. Only ``OfflineVerifier`` uses this module.
+The periodic refresh runs in the background while the current keys answer; only a caller with no keys
+yet, or with an unknown ``kid``, waits for a fetch. A failed refresh keeps the last keys. Only
+``OfflineVerifier`` uses this module.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import logging
-import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
-import aiohttp
-
 from audience_token.errors import ConfigError, ReviewUnavailable
-from audience_token.kube import BearerToken, Credentials
+from audience_token.kube import Credentials, KubeApi
 
 if TYPE_CHECKING:
     import jwt
@@ -67,7 +66,7 @@ class KeySet:
 
 
 class KeySource:
-    """Fetches and refreshes one cluster's key set; one small connection pool, made on first use."""
+    """Fetches and refreshes one cluster's key set, through the one transport (``kube.KubeApi``)."""
 
     def __init__(
         self,
@@ -87,14 +86,14 @@ class KeySource:
         self._min_interval = min_refresh_interval
         self._timeout = timeout
         self._clock = clock
-        self._bearer = BearerToken(token=credentials.token, path=credentials.token_file) if credentials else None
-        # Made once here: loading the CA (or the system roots) is slow and can fail; better at start-up.
-        self._ssl = credentials.ssl_context() if credentials else ssl.create_default_context()
+        # The one transport to the API server (or the issuer), made here: loading the CA (or the system
+        # roots) is slow and can fail, better at start-up.
+        self._api = KubeApi(credentials, timeout=timeout, connections=2)
         self._keyset: KeySet | None = None
         self._tried_at = float("-inf")
         self._last_error = ""
         self._lock = asyncio.Lock()
-        self._session: aiohttp.ClientSession | None = None
+        self._background: asyncio.Future[KeySet] | None = None
         self.fetches = 0
         """Fetches so far (the discovery document and the key set count as one)."""
 
@@ -106,10 +105,28 @@ class KeySource:
         return f"the issuer {self._issuer}"
 
     async def keys(self, kid: str | None) -> KeySet:
-        """The key set: fetched on first use, when old, and (rate-limited) when ``kid`` is not in it."""
+        """The key set: fetched on first use, when old, and (rate-limited) when ``kid`` is not in it.
+
+        Only a caller that cannot be answered without new keys waits for a fetch: the first ones, and
+        one whose token names a ``kid`` the current keys lack. When the keys are merely old, every
+        caller is answered from them at once while one refresh runs in the background, so a slow or
+        failing key endpoint never stalls verification.
+        """
         keyset = self._keyset
-        if keyset is not None and not self._wants_refresh(keyset, kid):
-            return keyset
+        if keyset is None or self._wants_new_key(keyset, kid):
+            return await self._refresh(kid)
+        if self._clock() - keyset.fetched_at >= self._refresh_every:
+            self._refresh_in_background()
+        return keyset
+
+    def _refresh_in_background(self) -> None:
+        running = self._background
+        if (running is not None and not running.done()) or self._clock() - self._tried_at < self._min_interval:
+            return
+        self._background = asyncio.ensure_future(self._refresh(None))
+        self._background.add_done_callback(_seen)
+
+    async def _refresh(self, kid: str | None) -> KeySet:
         async with self._lock:  # concurrent callers wait for one fetch
             keyset = self._keyset
             if keyset is not None and not self._wants_refresh(keyset, kid):
@@ -130,15 +147,18 @@ class KeySource:
             return self._keyset
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._background is not None:
+            self._background.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ReviewUnavailable):
+                await self._background
+            self._background = None
+        await self._api.close()
 
     def _wants_refresh(self, keyset: KeySet, kid: str | None) -> bool:
-        now = self._clock()
-        if now - keyset.fetched_at >= self._refresh_every:
-            return True
-        return kid is not None and kid not in keyset.keys and now - self._tried_at >= self._min_interval
+        return self._clock() - keyset.fetched_at >= self._refresh_every or self._wants_new_key(keyset, kid)
+
+    def _wants_new_key(self, keyset: KeySet, kid: str | None) -> bool:
+        return kid is not None and kid not in keyset.keys and self._clock() - self._tried_at >= self._min_interval
 
     async def _fetch(self) -> KeySet:
         self.fetches += 1
@@ -182,46 +202,26 @@ class KeySource:
         return keys
 
     async def _get_json(self, url: str, *, accept: str = "application/json") -> Mapping[str, Any]:
-        headers = {"Accept": accept}
-        if self._bearer is not None and (token := self._bearer.get()):
-            headers["Authorization"] = f"Bearer {token}"
-        hostname = self._credentials.tls_server_name if self._credentials else None
-        try:
-            async with self._get_session().get(
-                url, headers=headers, server_hostname=hostname, allow_redirects=False
-            ) as response:
-                status = response.status
-                raw = await response.content.read(MAX_DOCUMENT_BYTES + 1)
-        except TimeoutError:
-            raise ReviewUnavailable(f"{url} did not answer within {self._timeout:g} s") from None
-        except (aiohttp.ClientError, OSError) as error:
-            raise ReviewUnavailable(f"{url} could not be reached: {type(error).__name__}: {str(error)[:300]}") from None
-        if status in (401, 403):
-            if status == 401 and self._bearer is not None:
-                self._bearer.invalidate()  # our own token may have been rotated: read it again next time
+        answer = await self._api.get_json(url, accept=accept)
+        if answer.status in (401, 403):
+            if answer.status == 401:
+                self._api.token_changed_since_401()  # our own token may have been rotated: read it again next time
             raise ReviewUnavailable(
-                f"{url} refused the verifier's own credentials ({status}"
-                + (", not a valid token" if status == 401 else "")
+                f"{url} refused the verifier's own credentials ({answer.status}"
+                + (", not a valid token" if answer.status == 401 else "")
                 + f"): they need the ClusterRole {DISCOVERY_ROLE} (get on {DISCOVERY_PATH} and {JWKS_PATH}), "
                 "which Kubernetes binds to every service account by default"
             )
-        if status != 200:
-            raise ReviewUnavailable(f"{url} answered {status}", retry_after=5)
-        if len(raw) > MAX_DOCUMENT_BYTES:
-            raise ReviewUnavailable(f"{url} answered more than {MAX_DOCUMENT_BYTES} bytes")
-        try:
-            document = json.loads(raw)
-        except (ValueError, RecursionError):
-            document = None
-        if not isinstance(document, dict):
+        if answer.status != 200:
+            redirect = ", a redirect, which is never followed" if 300 <= answer.status < 400 else ""
+            raise ReviewUnavailable(f"{url} answered {answer.status}{redirect}", retry_after=5)
+        if not isinstance(answer.body, dict):
             raise ReviewUnavailable(f"{url} did not answer a JSON object")
+        document: Mapping[str, Any] = answer.body
         return document
 
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=2, ssl=self._ssl),
-                timeout=aiohttp.ClientTimeout(total=self._timeout),
-                trust_env=False,
-            )
-        return self._session
+
+def _seen(task: asyncio.Future[KeySet]) -> None:
+    # A background refresh that failed with no keys to fall back on: the next caller waits and sees why.
+    if not task.cancelled():
+        task.exception()

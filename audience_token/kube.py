@@ -1,4 +1,4 @@
-"""The verifier's own way to the Kubernetes API: its credentials, and one aiohttp connection pool.
+"""The verifier's own way to the Kubernetes API: its credentials, and the one transport to it (KubeApi).
 
 A TokenReviewer needs exactly one API call, ``POST /apis/authentication.k8s.io/v1/tokenreviews``, so it
 speaks HTTP to the API server itself rather than pull in a generated client. Credentials come from the
@@ -17,7 +17,6 @@ import logging
 import os
 import ssl
 import tempfile
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from audience_token.errors import ConfigError, ReviewUnavailable
+from audience_token.token_read import RotatingToken
 
 log = logging.getLogger("audience_token")
 
@@ -55,6 +55,20 @@ class Credentials:
     client_key_file: str | None = None
     client_cert_data: bytes | None = field(default=None, repr=False)
     client_key_data: bytes | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        # One rule for every request made with these credentials (the TokenReview and the offline
+        # verifier's key fetch alike): they carry the verifier's own token, which never crosses a
+        # network in the clear.
+        try:
+            url = urlsplit(self.server) if isinstance(self.server, str) else None
+        except ValueError:  # an unbalanced '[' in the host, for one
+            url = None
+        if url is None or not (url.scheme == "https" or (url.scheme == "http" and url.hostname in _LOOPBACK)):
+            raise ConfigError(
+                f"the API server of {self.source} must be an https:// URL, not {self.server!r} "
+                "(plain http is accepted for a loopback address only, where no token crosses a network)"
+            )
 
     @classmethod
     def in_cluster(
@@ -117,43 +131,31 @@ def _load_client_certificate(context: ssl.SSLContext, credentials: Credentials) 
 
 
 class BearerToken:
-    """The verifier's own token: fixed, or read from a file again when it changes and every minute."""
+    """The verifier's own token: fixed, or the current one of a file the kubelet rotates (re-read when it
+    changes, at least every minute as client-go does, and after a 401)."""
 
     def __init__(self, *, token: str | None = None, path: str | None = None) -> None:
         self._fixed = token
-        self._path = path
-        self._current: str | None = None
-        self._read_at = 0.0
-        self._stat: tuple[int, int, int] | None = None
-        self._warned = False
+        self._file = (
+            RotatingToken(
+                Path(path),
+                describe="the reviewer's own token",
+                missing=lambda why: ReviewUnavailable(f"the reviewer's own token {path!r} cannot be read: {why}"),
+                max_age=TOKEN_REREAD_SECONDS,
+                check_every=0.0,  # a stat per TokenReview: nothing next to the review itself
+                log=log,
+            )
+            if path is not None
+            else None
+        )
 
     def invalidate(self) -> None:
         """Read the file again on next use (after the API server said 401)."""
-        self._read_at = 0.0
+        if self._file is not None:
+            self._file.invalidate()
 
     def get(self) -> str | None:
-        if self._path is None:
-            return self._fixed
-        now = time.monotonic()
-        try:
-            info = os.stat(self._path)
-            stat = (info.st_ino, info.st_mtime_ns, info.st_size)
-            if self._current is None or stat != self._stat or now - self._read_at >= TOKEN_REREAD_SECONDS:
-                text = Path(self._path).read_text(encoding="ascii").strip()
-                if not text:
-                    raise OSError("the file is empty")
-                self._current, self._stat, self._read_at = text, stat, now
-                self._warned = False
-        except (OSError, UnicodeDecodeError) as error:
-            if self._current is None:
-                raise ReviewUnavailable(
-                    f"the reviewer's own token {self._path!r} cannot be read ({type(error).__name__}: "
-                    f"{getattr(error, 'strerror', None) or error})"
-                ) from None
-            if not self._warned:
-                log.warning("re-reading the reviewer's own token %r failed; keeping the last one", self._path)
-                self._warned = True
-        return self._current
+        return self._fixed if self._file is None else self._file.read()
 
 
 @dataclass(frozen=True)
@@ -165,18 +167,24 @@ class Answer:
 
 
 class KubeApi:
-    """One connection pool to one API server, made on first use inside the running event loop."""
+    """The one HTTP transport to the API server (or, offline, to a public issuer): one connection pool,
+    made on first use inside the running event loop.
 
-    def __init__(self, credentials: Credentials, *, timeout: float, connections: int) -> None:
+    Every request carries the verifier's own token (when there are credentials), goes only where it
+    is sent (redirects are never followed: a 3xx is handed back as it is), reads at most
+    :data:`MAX_ANSWER_BYTES`, and fails as a ``ReviewUnavailable`` that names the server and what went
+    wrong, never chained to aiohttp's exception (which may hold the request, and so our token).
+    ``credentials=None`` is for an issuer's public endpoints: system trust roots, no token.
+    """
+
+    def __init__(self, credentials: Credentials | None, *, timeout: float, connections: int) -> None:
         self.credentials = credentials
-        url = urlsplit(credentials.server)
-        if url.scheme != "https" and not (url.scheme == "http" and url.hostname in _LOOPBACK):
-            raise ConfigError(
-                f"the API server of {credentials.source} must be an https:// URL, not {credentials.server!r} "
-                "(plain http is accepted for a loopback address only, where no token crosses a network)"
-            )
-        self._ssl = credentials.ssl_context() if url.scheme == "https" else None
-        self._bearer = BearerToken(token=credentials.token, path=credentials.token_file)
+        if credentials is None:
+            self._ssl: ssl.SSLContext | None = ssl.create_default_context()
+        else:
+            self._ssl = credentials.ssl_context() if urlsplit(credentials.server).scheme == "https" else None
+        self._bearer = BearerToken(token=credentials.token, path=credentials.token_file) if credentials else None
+        self._server_hostname = credentials.tls_server_name if credentials else None
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=timeout)
         self._seconds = timeout
         self._connections = connections
@@ -191,39 +199,55 @@ class KubeApi:
         return self._session
 
     def token_changed_since_401(self) -> None:
-        self._bearer.invalidate()
+        if self._bearer is not None:
+            self._bearer.invalidate()
 
     async def post_json(self, path: str, body: Mapping[str, Any]) -> Answer:
-        url = self.credentials.server + path
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        token = self._bearer.get()
+        """POST ``body`` as JSON to ``path`` on the API server."""
+        assert self.credentials is not None, "a POST goes to the API server of the credentials"
+        server = self.credentials.server
+        return await self._send(
+            "POST", server + path, json.dumps(body), "application/json", f"the API server at {server}"
+        )
+
+    async def get_json(self, url: str, *, accept: str = "application/json") -> Answer:
+        """GET ``url`` (the API server's, or a public issuer's); failures name ``url``."""
+        return await self._send("GET", url, None, accept, url)
+
+    async def _send(self, method: str, url: str, data: str | None, accept: str, where: str) -> Answer:
+        headers = {"Accept": accept}
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        token = self._bearer.get() if self._bearer is not None else None
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        server_hostname = self.credentials.tls_server_name
         failure = ""
         # The ReviewUnavailable is raised after the except blocks, so that it carries no __context__:
         # aiohttp's exceptions may hold the request, and the request holds our own token.
         try:
-            async with self._get_session().post(
-                url, data=json.dumps(body), headers=headers, server_hostname=server_hostname
+            async with self._get_session().request(
+                method,
+                url,
+                data=data,
+                headers=headers,
+                server_hostname=self._server_hostname,
+                allow_redirects=False,
             ) as response:
-                raw = await _read_bounded(response)
+                raw = await _read_bounded(response, where)
                 retry_after = response.headers.get("Retry-After")
                 status = response.status
         except TimeoutError:
-            failure = f"the API server at {self.credentials.server} did not answer within {self._seconds:g} s"
+            failure = f"{where} did not answer within {self._seconds:g} s"
         except aiohttp.ClientConnectorCertificateError as error:
-            failure = (
-                f"the API server at {self.credentials.server} presented a certificate the cluster CA of "
-                f"{self.credentials.source} does not trust: {error.certificate_error}"
-            )
+            trusted = f"the cluster CA of {self.credentials.source}" if self.credentials else "the system's roots"
+            failure = f"{where} presented a certificate {trusted} does not trust: {error.certificate_error}"
         except (aiohttp.ClientError, OSError) as error:
-            failure = f"the API server at {self.credentials.server} could not be reached: {_describe(error)}"
+            failure = f"{where} could not be reached: {_describe(error)}"
         if failure:
             raise ReviewUnavailable(failure)
         try:
             parsed = json.loads(raw) if raw else None
-        except ValueError:
+        except (ValueError, RecursionError):
             parsed = None
         return Answer(status=status, retry_after=retry_after, body=parsed)
 
@@ -233,15 +257,13 @@ class KubeApi:
             self._session = None
 
 
-async def _read_bounded(response: aiohttp.ClientResponse) -> bytes:
+async def _read_bounded(response: aiohttp.ClientResponse, where: str) -> bytes:
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_chunked(64 * 1024):
         size += len(chunk)
         if size > MAX_ANSWER_BYTES:
-            raise ReviewUnavailable(
-                f"the API server at {response.url.origin()} sent an answer over {MAX_ANSWER_BYTES} bytes"
-            )
+            raise ReviewUnavailable(f"{where} sent an answer over {MAX_ANSWER_BYTES} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 

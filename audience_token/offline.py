@@ -28,14 +28,12 @@ from types import MappingProxyType
 from typing import Any, Final
 
 from audience_token.errors import (
-    EXPIRED_OR_REVOKED,
     INVALID,
     MALFORMED,
-    NOT_A_SERVICE_ACCOUNT,
-    WRONG_AUDIENCE,
     ConfigError,
-    NotAllowed,
     Unauthenticated,
+    VerificationError,
+    unexpected,
 )
 from audience_token.identity import (
     EXTRA_CREDENTIAL_ID,
@@ -43,13 +41,12 @@ from audience_token.identity import (
     EXTRA_NODE_UID,
     EXTRA_POD_NAME,
     EXTRA_POD_UID,
-    LEGACY_ISSUER,
     AllowList,
     Identity,
-    parse_service_account_username,
 )
 from audience_token.jwks import ALGORITHMS, KeySet, KeySource, import_jwt
 from audience_token.kube import Credentials
+from audience_token.policy import Policy
 from audience_token.precheck import audiences_of, check_length, precheck
 from audience_token.shown import shown
 
@@ -96,12 +93,16 @@ class OfflineVerifier:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._jwt: Any = import_jwt()  # first: a missing extra is the one error worth reporting
-        if not isinstance(audience, str) or not audience.strip() or not audience.isprintable():
-            raise ConfigError("audience must be a non-empty printable string, such as 'secret-store'")
+        self.policy = Policy.of(audience, allow)
+        if isinstance(issuer, str) and issuer.rstrip("/") == self.policy.audience.rstrip("/"):
+            raise ConfigError(
+                f"audience {audience!r} is the cluster's issuer, which kube-apiserver treats as its own audience: "
+                "every API credential of the cluster would pass. Give the service an audience of its own"
+            )
         if issuer is not None and (not isinstance(issuer, str) or not issuer.startswith("https://")):
             raise ConfigError(f"issuer must be the https:// URL the cluster's tokens carry in 'iss', not {issuer!r}")
-        self.audience = audience
-        self.allow = AllowList.parse(allow)
+        self.audience: str = self.policy.audience
+        self.allow = self.policy.allow
         self.settings = settings or OfflineSettings()
         self.issuer = issuer.rstrip("/") if issuer else None
         if credentials is None and kubeconfig is not None:
@@ -132,15 +133,17 @@ class OfflineVerifier:
 
     async def verify(self, token: str) -> Identity:
         """The caller's Identity, or raises Unauthenticated, NotAllowed or ReviewUnavailable."""
+        try:
+            return await self._verify(token)
+        except VerificationError:
+            raise
+        except Exception as error:  # a defect must become a verdict, never a 500 (issue 25, item 1)
+            raise unexpected(error) from None
+
+    async def _verify(self, token: str) -> Identity:
         check_length(token)
         claims = precheck(token)
-        if claims.get("iss") == LEGACY_ISSUER:
-            raise Unauthenticated(
-                f"the token is a legacy Secret token (issuer {LEGACY_ISSUER!r}), which has no audience: it is never "
-                f"accepted for {self.audience!r}; the caller's Pod must be given a token for audience "
-                f"{self.audience!r} (annotation token-projector.io/audience: {self.audience})",
-                reason=WRONG_AUDIENCE,
-            )
+        self.policy.refuse_legacy(claims.get("iss"))  # before any key is fetched for it
         try:
             header = self._jwt.get_unverified_header(token)
         except self._jwt.PyJWTError:
@@ -154,6 +157,8 @@ class OfflineVerifier:
                 reason=INVALID,
             )
         keyset = await self._keys.keys(kid if isinstance(kid, str) else None)
+        if keyset.issuer.rstrip("/") == self.audience.rstrip("/"):
+            raise self.policy.audience_is_issuer()
         payload = self._decode(token, keyset, algorithm=algorithm, kid=kid, claims=claims)
         return self._admit(payload)
 
@@ -207,23 +212,11 @@ class OfflineVerifier:
     def _refusal(self, error: Exception, *, keyset: KeySet, claims: Mapping[str, Any]) -> Unauthenticated:
         jwt = self._jwt
         if isinstance(error, jwt.ExpiredSignatureError):
-            return Unauthenticated(
-                "the token has expired: the caller must re-read its token file, which the kubelet rotates",
-                reason=EXPIRED_OR_REVOKED,
-            )
+            return self.policy.expired()
         if isinstance(error, jwt.InvalidAudienceError):
-            minted_for = audiences_of(claims)
-            listed = ", ".join(shown(a) for a in minted_for[:5]) or "none"
-            return Unauthenticated(
-                f"the token is for audience [{listed}], not {self.audience!r}: the caller's Pod must be given a token "
-                f"for audience {self.audience!r} (annotation token-projector.io/audience: {self.audience})",
-                reason=WRONG_AUDIENCE,
-            )
+            return self.policy.minted_for_another_audience(audiences_of(claims))
         if isinstance(error, jwt.InvalidIssuerError):
-            return Unauthenticated(
-                f"the token was issued by {shown(claims.get('iss'))}, not by this cluster ({keyset.issuer!r})",
-                reason=INVALID,
-            )
+            return self.policy.not_issued_here(f"its issuer is {shown(claims.get('iss'))}, not {keyset.issuer!r}")
         if isinstance(error, jwt.ImmatureSignatureError):
             return Unauthenticated(
                 "the token is not valid yet (its iat or nbf is in the future): check the clocks", reason=INVALID
@@ -236,26 +229,13 @@ class OfflineVerifier:
         return Unauthenticated("the token's claims are not those of a service account token", reason=INVALID)
 
     def _admit(self, payload: Mapping[str, Any]) -> Identity:
-        subject = payload.get("sub")
-        parsed = parse_service_account_username(subject) if isinstance(subject, str) else None
-        if parsed is None:
-            raise Unauthenticated(
-                f"the token's subject {shown(subject)} is not a service account "
-                "(system:serviceaccount:NAMESPACE:NAME); send a Pod's audience token instead",
-                reason=NOT_A_SERVICE_ACCOUNT,
-            )
+        parsed = self.policy.account_of(payload.get("sub"), as_what="the token's subject is")
         identity = _identity(parsed, payload)
         if identity is None:
             raise Unauthenticated(
                 "the token's kubernetes.io claims do not name the service account of its subject", reason=INVALID
             )
-        if not self.allow.allows(identity):
-            raise NotAllowed(
-                f"service account {identity.namespace}/{identity.service_account} is authenticated but not allowed "
-                f"to call {self.audience!r}: the receiver's allow list does not name it",
-                identity=identity,
-            )
-        return identity
+        return self.policy.admit(identity)
 
 
 def _identity(parsed: tuple[str, str], payload: Mapping[str, Any]) -> Identity | None:

@@ -27,20 +27,36 @@ _PART: Final = re.compile(r"[A-Za-z0-9_-]*")
 _PART_NAMES: Final = ("header", "payload", "signature")
 
 
+class NotAJwt(ValueError):
+    """The text is not a JWT at all; the message says what is wrong with it (never what it holds)."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"the input is not a JWT: {why}")
+        self.why = why
+
+
 def malformed(why: str) -> Unauthenticated:
     return Unauthenticated(f"the bearer value is not a service account token: {why}", reason=MALFORMED)
 
 
+def _length_problem(token: object) -> str | None:
+    if not isinstance(token, str):
+        return f"expected a string, got {type(token).__name__}"
+    if not token:
+        return "it is empty"
+    if len(token) > MAX_TOKEN_LENGTH:
+        return f"it is {len(token)} characters long, over the {MAX_TOKEN_LENGTH} a token can have"
+    if not token.isascii():
+        return "it contains non-ASCII characters"
+    return None
+
+
 def check_length(token: object) -> str:
     """``token`` if it is a string of a plausible length and ASCII: the cheap checks done before hashing."""
-    if not isinstance(token, str):
-        raise malformed(f"expected a string, got {type(token).__name__}")
-    if not token:
-        raise malformed("it is empty")
-    if len(token) > MAX_TOKEN_LENGTH:
-        raise malformed(f"it is {len(token)} characters long, over the {MAX_TOKEN_LENGTH} a token can have")
-    if not token.isascii():
-        raise malformed("it contains non-ASCII characters")
+    why = _length_problem(token)
+    if why is not None:
+        raise malformed(why)
+    assert isinstance(token, str)
     return token
 
 
@@ -57,29 +73,47 @@ def _json_object(part: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def precheck(token: object) -> Mapping[str, Any]:
-    """The token's unverified claims, or Unauthenticated(reason="malformed") saying what is wrong with it."""
-    text = check_length(token)
-    if _SHAPE.fullmatch(text) is None:
-        parts = text.split(".")
+def decode_unverified(token: object) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(header, claims)`` of a compact JWS, NOT verified; :class:`NotAJwt` saying why when it is not one.
+
+    The one reader of a JWT's parts in this package: the verifiers' pre-check and ``token inspect``.
+    """
+    why = _length_problem(token)
+    if why is not None:
+        raise NotAJwt(why)
+    assert isinstance(token, str)
+    if _SHAPE.fullmatch(token) is None:
+        parts = token.split(".")
         if len(parts) != 3:
-            raise malformed(f"a JWT has three parts separated by '.', this has {len(parts)}")
+            jwe = ": an encrypted JWE, not a signed token" if len(parts) == 5 else ""
+            raise NotAJwt(f"a JWT has three parts separated by '.', this has {len(parts)}{jwe}")
         for name, part in zip(_PART_NAMES, parts, strict=True):
             if not part:
-                raise malformed(f"its {name} part is empty")
+                raise NotAJwt(f"its {name} part is empty")
             if _PART.fullmatch(part) is None:
-                raise malformed(f"its {name} part is not base64url (A-Z, a-z, 0-9, '-', '_', no padding)")
-    header_part, payload_part, signature_part = text.split(".")
+                raise NotAJwt(f"its {name} part is not base64url (A-Z, a-z, 0-9, '-', '_', no padding)")
+    header_part, payload_part, signature_part = token.split(".")
     try:
         decode_segment(signature_part)
     except ValueError:
-        raise malformed("its signature part is not valid base64url") from None
+        raise NotAJwt("its signature part is not valid base64url") from None
     header = _json_object(header_part)
-    if header is None or not isinstance(header.get("alg"), str):
-        raise malformed("its header part is not a JSON object with an 'alg'")
+    if header is None:
+        raise NotAJwt("its header part is not a JSON object")
     claims = _json_object(payload_part)
     if claims is None:
-        raise malformed("its payload part is not a JSON object")
+        raise NotAJwt("its payload part is not a JSON object")
+    return header, claims
+
+
+def precheck(token: object) -> Mapping[str, Any]:
+    """The token's unverified claims, or Unauthenticated(reason="malformed") saying what is wrong with it."""
+    try:
+        header, claims = decode_unverified(token)
+    except NotAJwt as error:
+        raise malformed(error.why) from None
+    if not isinstance(header.get("alg"), str):
+        raise malformed("its header part is not a JSON object with an 'alg'")
     return claims
 
 
@@ -93,9 +127,21 @@ def audiences_of(claims: Mapping[str, Any]) -> tuple[str, ...]:
     return ()
 
 
-def expiry_of(claims: Mapping[str, Any]) -> float | None:
-    """The unverified ``exp`` claim in Unix seconds, or None when it is absent or not a number."""
-    exp = claims.get("exp")
-    if isinstance(exp, bool) or not isinstance(exp, int | float):
+MAX_NUMERIC_DATE: Final = 1e11
+"""Year 5138: a time claim beyond it (a 400-digit ``exp``, ``1e308``) is no time at all."""
+
+
+def numeric_date(value: object) -> float | None:
+    """A JWT NumericDate claim in Unix seconds; None when it is absent, not a number, not finite (NaN,
+    Infinity: Python's JSON accepts both), negative or absurdly large (a 400-digit integer, which
+    ``float()`` cannot even hold)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(exp)
+    if isinstance(value, int):
+        return float(value) if 0 <= value <= MAX_NUMERIC_DATE else None
+    return value if 0 <= value <= MAX_NUMERIC_DATE else None  # NaN compares false: None
+
+
+def expiry_of(claims: Mapping[str, Any]) -> float | None:
+    """The unverified ``exp`` claim in Unix seconds, or None when it is absent or not a usable time."""
+    return numeric_date(claims.get("exp"))

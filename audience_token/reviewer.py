@@ -27,20 +27,17 @@ from typing import Any, Final, TypeAlias
 
 from audience_token.cache import CacheKeys, SingleFlight, TtlLru
 from audience_token.errors import (
-    EXPIRED_OR_REVOKED,
-    INVALID,
-    NOT_A_SERVICE_ACCOUNT,
-    WRONG_AUDIENCE,
     ConfigError,
     NotAllowed,
     ReviewUnavailable,
     Unauthenticated,
     VerificationError,
+    unexpected,
 )
 from audience_token.identity import AllowList, Identity
 from audience_token.kube import Answer, Credentials, KubeApi
+from audience_token.policy import Policy
 from audience_token.precheck import MAX_TOKEN_LENGTH, audiences_of, check_length, expiry_of, precheck
-from audience_token.shown import shown, shown_list
 
 log = logging.getLogger("audience_token")
 
@@ -56,7 +53,9 @@ class ReviewerSettings:
     success_ttl: float = 10.0
     """Seconds an acceptance is kept; never past the token's ``exp``. A revoked token works that long."""
     failure_ttl: float = 10.0
-    """Seconds a definite refusal (Unauthenticated, NotAllowed) is kept. Unavailability is never kept."""
+    """Seconds a definite refusal (Unauthenticated, NotAllowed) is kept. Never kept: unavailability, and a
+    refusal that carries the API server's ``status.error`` (it may be a passing fault, such as an etcd
+    timeout while looking up the token's Pod), unless the token's own claims decide it."""
     cache_size: int = 10_000
     timeout: float = 5.0
     """Seconds for one TokenReview, connecting included."""
@@ -80,6 +79,8 @@ class _Refusal:
     reason: str = ""
     identity: Identity | None = None
     retry_after: int = 1
+    definite: bool = True
+    """False for a refusal that rests on an error the API server reported: it is not cached."""
 
     def error(self) -> VerificationError:
         if self.kind is Unauthenticated:
@@ -91,6 +92,12 @@ class _Refusal:
     @classmethod
     def unavailable(cls, error: ReviewUnavailable) -> _Refusal:
         return cls(ReviewUnavailable, error.message, retry_after=error.retry_after)
+
+    @classmethod
+    def of(cls, refused: Unauthenticated | NotAllowed, *, definite: bool = True) -> _Refusal:
+        if isinstance(refused, NotAllowed):
+            return cls(NotAllowed, refused.message, identity=refused.identity, definite=definite)
+        return cls(Unauthenticated, refused.message, reason=refused.reason, definite=definite)
 
 
 _Verdict: TypeAlias = Identity | _Refusal
@@ -115,10 +122,9 @@ class TokenReviewer:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
-        if not isinstance(audience, str) or not audience.strip() or not audience.isprintable():
-            raise ConfigError("audience must be a non-empty printable string, such as 'secret-store'")
-        self.audience = audience
-        self.allow = AllowList.parse(allow)
+        self.policy = Policy.of(audience, allow)
+        self.audience: str = self.policy.audience
+        self.allow = self.policy.allow
         self.settings = settings or ReviewerSettings()
         if credentials is None:
             credentials = (
@@ -126,6 +132,7 @@ class TokenReviewer:
                 if kubeconfig is not None
                 else Credentials.in_cluster()
             )
+        self._credentials = credentials
         self._api = KubeApi(credentials, timeout=self.settings.timeout, connections=self.settings.connections)
         self._cache: TtlLru[_Verdict] = TtlLru(maxsize=self.settings.cache_size, clock=clock)
         # Bound once: lookup() runs on every request, and a stored bound method is the cheapest call.
@@ -137,7 +144,7 @@ class TokenReviewer:
         """TokenReviews sent so far: what the cache and single flight save shows here."""
 
     def __repr__(self) -> str:
-        return f"TokenReviewer({self.audience!r}, allow={str(self.allow)!r}, via={self._api.credentials.source!r})"
+        return f"TokenReviewer({self.audience!r}, allow={str(self.allow)!r}, via={self._credentials.source!r})"
 
     @property
     def cached(self) -> int:
@@ -181,17 +188,19 @@ class TokenReviewer:
     async def _review(self, token: str, key: bytes, claims: Mapping[str, Any]) -> _Verdict:
         try:
             status = await self._token_review(token)
+            verdict = self._judge(status, claims)
         except ReviewUnavailable as error:
             log.warning("token review unavailable: %s", error.message)
             return _Refusal.unavailable(error)
-        verdict = self._judge(status, claims)
+        except Exception as error:  # a defect must become a verdict, never a 500 (issue 25, item 1)
+            return _Refusal.unavailable(unexpected(error))
         if isinstance(verdict, Identity):
             ttl = self.settings.success_ttl
             exp = expiry_of(claims)
             if exp is not None:
                 ttl = min(ttl, exp - self._wall_clock())
         else:
-            ttl = self.settings.failure_ttl
+            ttl = self.settings.failure_ttl if verdict.definite else 0.0
         self._cache.put(key, verdict, ttl=ttl)
         return verdict
 
@@ -202,7 +211,7 @@ class TokenReviewer:
             "spec": {"token": token, "audiences": [self.audience]},
         }
         answer = await self._post(body)
-        if answer.status == 401 and self._api.credentials.token_file:
+        if answer.status == 401 and self._credentials.token_file is not None:
             self._api.token_changed_since_401()  # the kubelet may have rotated our own token: one more try
             answer = await self._post(body)
         return self._status_of(answer)
@@ -212,7 +221,7 @@ class TokenReviewer:
         return await self._api.post_json(TOKENREVIEWS, body)
 
     def _status_of(self, answer: Answer) -> Mapping[str, Any]:
-        source, server = self._api.credentials.source, self._api.credentials.server
+        source, server = self._credentials.source, self._credentials.server
         said = answer.body.get("message") if isinstance(answer.body, dict) else None
         said = f" (the API server said: {str(said)[:300]})" if said else ""
         if answer.status == 403:
@@ -229,6 +238,11 @@ class TokenReviewer:
             raise ReviewUnavailable(
                 f"the API server at {server} answered {answer.status}{said}", retry_after=_seconds(answer.retry_after)
             )
+        if 300 <= answer.status < 400:
+            raise ReviewUnavailable(
+                f"the API server at {server} answered {answer.status}, a redirect, to a TokenReview: a token review "
+                "is never re-sent elsewhere; point the reviewer at the API server itself"
+            )
         if answer.status not in (200, 201):
             raise ReviewUnavailable(f"the API server at {server} answered {answer.status} to a TokenReview{said}")
         status = answer.body.get("status") if isinstance(answer.body, dict) else None
@@ -237,70 +251,38 @@ class TokenReviewer:
         return status
 
     def _judge(self, status: Mapping[str, Any], claims: Mapping[str, Any]) -> _Verdict:
-        if status.get("authenticated") is not True:
-            return self._not_authenticated(claims, status.get("error"))
-        audiences = status.get("audiences")
-        if not isinstance(audiences, list) or self.audience not in audiences:
-            reported = shown_list(a for a in audiences or () if isinstance(a, str))
-            return _Refusal(
-                Unauthenticated,
-                f"the API server authenticated the token but not for audience {self.audience!r} "
-                f"(it reported audiences {reported})",
-                reason=WRONG_AUDIENCE,
-            )
-        user = status.get("user")
-        identity = Identity.from_user_info(user) if isinstance(user, dict) else None
-        if identity is None:
-            username = user.get("username") if isinstance(user, dict) else None
-            return _Refusal(
-                Unauthenticated,
-                f"the token authenticates {shown(username)}, which is not a service account "
-                "(system:serviceaccount:NAMESPACE:NAME); send a Pod's audience token instead",
-                reason=NOT_A_SERVICE_ACCOUNT,
-            )
-        if not self.allow.allows(identity):
-            return _Refusal(
-                NotAllowed,
-                f"service account {identity.namespace}/{identity.service_account} is authenticated but not allowed "
-                f"to call {self.audience!r}: the receiver's allow list does not name it",
-                identity=identity,
-            )
-        return identity
+        """The verdict on a review's ``status``; the unverified claims only word a refusal."""
+        policy = self.policy
+        try:
+            if status.get("authenticated") is not True:
+                return self._not_authenticated(claims, status.get("error"))
+            audiences = status.get("audiences")
+            if not isinstance(audiences, list) or self.audience not in audiences:
+                raise policy.reported_for_other_audiences(audiences)
+            # The API server vouched for these very bytes, so their claims are the signed ones.
+            policy.refuse_credential(claims.get("iss"))
+            user = status.get("user")
+            user = user if isinstance(user, dict) else {}
+            account = policy.account_of(user.get("username"), as_what="the token authenticates")
+            return policy.admit(Identity.from_review(account, user))
+        except (Unauthenticated, NotAllowed) as refused:
+            return _Refusal.of(refused)
 
     def _not_authenticated(self, claims: Mapping[str, Any], error: object) -> _Refusal:
         # The API server's verdict is final; the unverified claims and its error text only word the reason.
+        # Refusals the token's own claims decide (its audience, its exp, its signature) are cached;
+        # one that rests on the API server's error is not (see ReviewerSettings.failure_ttl).
         minted_for = audiences_of(claims)
         if self.audience not in minted_for:
-            for_what = f"audience {shown_list(minted_for)}" if minted_for else "no audience (a legacy token?)"
-            return _Refusal(
-                Unauthenticated,
-                f"the token is for {for_what}, not {self.audience!r}: the caller's Pod must be given a token for "
-                f"audience {self.audience!r} (annotation token-projector.io/audience: {self.audience})",
-                reason=WRONG_AUDIENCE,
-            )
+            return _Refusal.of(self.policy.minted_for_another_audience(minted_for))
         exp = expiry_of(claims)
         now = self._wall_clock()
         if exp is not None and exp <= now:
-            return _Refusal(
-                Unauthenticated,
-                f"the token expired {now - exp:.0f} s ago: the caller must re-read its token file, which the "
-                "kubelet rotates",
-                reason=EXPIRED_OR_REVOKED,
-            )
+            return _Refusal.of(self.policy.expired(now - exp))
         said = _api_error(error)
         if any(hint in said for hint in _FORGED):
-            return _Refusal(
-                Unauthenticated,
-                f"the token was not issued by this cluster (the API server said: {said})",
-                reason=INVALID,
-            )
-        detail = f" (the API server said: {said})" if said else ""
-        return _Refusal(
-            Unauthenticated,
-            "the API server did not authenticate the token: it was revoked (its Pod, Secret or ServiceAccount "
-            f"was deleted), or it was not issued by this cluster{detail}",
-            reason=EXPIRED_OR_REVOKED,
-        )
+            return _Refusal.of(self.policy.not_issued_here(f"the API server said: {said}"))
+        return _Refusal.of(self.policy.revoked(said), definite=not said)
 
 
 _FORGED: Final = ("cryptographic primitive", "signature", "issuer")
@@ -315,7 +297,16 @@ def _api_error(error: object) -> str:
     return _TOKENISH.sub("<redacted>", error)[:200]
 
 
+_DIGITS: Final = re.compile(r"[0-9]+")
+
+
 def _seconds(retry_after: str | None) -> int:
-    if retry_after and retry_after.strip().isdigit():
-        return max(1, min(int(retry_after.strip()), 60))
-    return 1
+    """``Retry-After`` as whole seconds from 1 to 60; 1 for anything but ASCII digits (an HTTP date too).
+
+    ``str.isdigit`` is not the test: it accepts superscripts and other scripts' digits that ``int``
+    refuses or reads, and ``int`` of thousands of digits raises.
+    """
+    text = retry_after.strip() if retry_after else ""
+    if not _DIGITS.fullmatch(text):
+        return 1
+    return 60 if len(text) > 2 else max(1, min(int(text), 60))

@@ -8,21 +8,25 @@ token or the new one, never half of either. An application that read the file on
 keeps sending the old token, which dies at ``exp``; one that keeps the file open keeps reading
 the deleted old directory. :class:`TokenFile` opens the path afresh whenever the file changed
 (the ``stat`` of the resolved path: device, inode, mtime, size) and at least every
-:data:`MAX_AGE_SECONDS`, and keeps the last good token when a re-read fails.
+:data:`MAX_AGE_SECONDS`, and keeps the last good token when a re-read fails: the rules of
+:class:`~audience_token.token_read.RotatingToken`, the one reader of such files, which the verifier's
+own token goes through as well. This module adds where the file is (the variables token-projector
+sets) and what to say when no token could ever be read.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import stat
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
 from audience_token.errors import TokenFileError
+from audience_token.token_read import MAX_TOKEN_BYTES, RotatingToken, Unreadable, read_token
+
+__all__ = ["DIR_ENV_VAR", "ENV_VAR", "MAX_TOKEN_BYTES", "TokenFile", "Unreadable", "audience_file_name", "read_token"]
 
 ENV_VAR: Final = "SERVICE_ACCOUNT_TOKEN_PATH"
 """The variable token-projector sets in every container of an annotated Pod (its ``env_var`` setting)."""
@@ -59,11 +63,8 @@ old token stays valid until its ``exp``, so a second's delay costs nothing, and 
 does not pay a ``stat`` per request.
 """
 
-MAX_TOKEN_BYTES: Final = 64 * 1024
-"""A larger file is not a token file: it is refused rather than read into a header."""
 
 _ANNOTATION: Final = "token-projector.io/audience"
-_VISIBLE_ASCII: Final = frozenset(range(0x21, 0x7F))
 
 log = logging.getLogger("audience_token.token_file")
 
@@ -110,102 +111,34 @@ class TokenFile:
                 )
             path, self._source = from_env, f"${ENV_VAR}"
         self.path = Path(path)
-        self._max_age = max_age
-        self._check_every = check_every
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._token: str | None = None
-        self._signature: tuple[int, int, int, int] | None = None
-        self._read_at = float("-inf")
-        self._checked_at = float("-inf")
-        self._stale = False
-        self._warned = False
+        self._file = RotatingToken(
+            self.path,
+            describe="the token file",
+            missing=self._never_read,
+            max_age=max_age,
+            check_every=check_every,
+            clock=clock,
+            log=log,
+        )
 
     def __repr__(self) -> str:
         return f"TokenFile({str(self.path)!r})"
 
     def read(self) -> str:
         """The current token; raises :class:`TokenFileError` if no token could ever be read."""
-        now = self._clock()
-        token = self._token
-        if token is not None and not self._stale and now - self._checked_at < self._check_every:
-            return token
-        with self._lock:
-            return self._refresh(self._clock())
+        return self._file.read()
 
     def headers(self) -> dict[str, str]:
         """``{"Authorization": "Bearer <token>"}`` for any HTTP client."""
-        return {"Authorization": "Bearer " + self.read()}
+        return {"Authorization": "Bearer " + self._file.read()}
 
     def invalidate(self) -> None:
         """Make the next ``read()`` open the file again, as after a 401 from the receiver."""
-        self._stale = True
+        self._file.invalidate()
 
-    def _refresh(self, now: float) -> str:
-        changed = True
-        try:
-            # stat() follows the symlinks: after the kubelet's swap the resolved file is a new inode
-            # in a new directory even when the visible path is the same.
-            info = os.stat(self.path)
-            signature = (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
-            changed = signature != self._signature
-        except OSError:
-            signature = None
-        self._checked_at = now
-        if self._token is not None and not self._stale and not changed and now - self._read_at < self._max_age:
-            return self._token
-        self._stale = False
-        try:
-            token = _read_token(self.path)
-        except _Unreadable as problem:
-            return self._keep_last_good(problem.why)
-        self._token, self._signature, self._read_at = token, signature, now
-        if self._warned:
-            log.info("token file %s is readable again", self.path)
-        self._warned = False
-        return token
-
-    def _keep_last_good(self, why: str) -> str:
-        if self._token is None:
-            raise TokenFileError(
-                f"no token could be read from {self.path} ({self._source}): {why}. Check that the Pod is "
-                f"annotated {_ANNOTATION}, that the projected volume is mounted at that path in this "
-                f"container, and that ${ENV_VAR} names the file token-projector mounted."
-            ) from None
-        if not self._warned:
-            self._warned = True
-            log.warning("re-reading the token file %s failed (%s); still sending the last good token", self.path, why)
-        return self._token
-
-
-class _Unreadable(Exception):
-    def __init__(self, why: str) -> None:
-        super().__init__(why)
-        self.why = why
-
-
-def _read_token(path: Path) -> str:
-    """Open, read and close: the handle is never kept, so a swapped ``..data`` is always seen."""
-    try:
-        with open(path, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise _Unreadable("it is not a regular file")
-            raw = handle.read(MAX_TOKEN_BYTES + 1)
-    except FileNotFoundError:
-        raise _Unreadable("the file does not exist") from None
-    except PermissionError:
-        raise _Unreadable("permission denied") from None
-    except IsADirectoryError:
-        raise _Unreadable("it is a directory") from None
-    except OSError as error:
-        raise _Unreadable(error.strerror or type(error).__name__) from None
-    if len(raw) > MAX_TOKEN_BYTES:
-        raise _Unreadable(f"it is larger than {MAX_TOKEN_BYTES} bytes, so not a token")
-    raw = raw.strip()
-    if not raw:
-        raise _Unreadable("the file is empty")
-    # The token goes into an HTTP header: anything but visible ASCII (a second line, a NUL, UTF-8)
-    # means this is not a token file, and must not reach the wire.
-    if not _VISIBLE_ASCII.issuperset(raw):
-        raise _Unreadable("it holds characters a token never has (spaces, control bytes or non-ASCII)")
-    return raw.decode("ascii")
+    def _never_read(self, why: str) -> TokenFileError:
+        return TokenFileError(
+            f"no token could be read from {self.path} ({self._source}): {why}. Check that the Pod is "
+            f"annotated {_ANNOTATION}, that the projected volume is mounted at that path in this "
+            f"container, and that ${ENV_VAR} names the file token-projector mounted."
+        )

@@ -17,13 +17,15 @@ import json
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
+from audience_token.errors import VerificationError
+from audience_token.identity import Identity
 from audience_token.kube import Credentials
 from tests.audience_token.tls import Material
 
@@ -76,7 +78,13 @@ class FakeApiServer:
     material: Material
     require_client_cert: bool = False
     fault: str | None = None
-    """None, "500", "503", "429", "401", "403", "404", "hang", "garbage", "not_a_review", "huge"."""
+    """None, "500", "503", "429", "401", "403", "404", "hang", "garbage", "not_a_review", "huge", "redirect"
+    (307 to ``/elsewhere`` on this server, which counts what reaches it in ``redirected``)."""
+    retry_after: str = "7"
+    """The Retry-After header of the "503" and "429" faults."""
+    answer: dict[str, Any] | None = None
+    """When set, the TokenReview's ``status`` is exactly this, whatever the token: any shape at all."""
+    redirected: int = 0
     delay: float = 0.0
     """Seconds each answer waits: lets concurrent verifies pile up behind one review."""
     accepted_bearers: set[str] | None = field(default_factory=lambda: {OWN_TOKEN})
@@ -105,10 +113,12 @@ class FakeApiServer:
         if self.fault == "hang":
             await asyncio.sleep(3600)
         if self.fault in ("500", "503", "429", "404"):
-            headers = {"Retry-After": "7"} if self.fault in ("503", "429") else {}
+            headers = {"Retry-After": self.retry_after} if self.fault in ("503", "429") else {}
             return web.json_response(
                 {"kind": "Status", "message": "etcdserver: fake trouble"}, status=int(self.fault), headers=headers
             )
+        if self.fault == "redirect":
+            raise web.HTTPTemporaryRedirect("/elsewhere")
         if self.fault == "garbage":
             return web.Response(body=b"\x00\xffnot json at all", content_type="application/json", status=201)
         if self.fault == "huge":
@@ -127,7 +137,19 @@ class FakeApiServer:
         if self.fault == "401" or (self.accepted_bearers is not None and bearer not in self.accepted_bearers):
             return web.json_response({"kind": "Status", "message": "Unauthorized"}, status=401)
         review = await request.json()
-        status = self._status(review["spec"]["token"], review["spec"].get("audiences") or [])
+        if self.answer is not None:
+            return web.json_response({**review, "status": self.answer}, status=201)
+        try:
+            status = self._status(review["spec"]["token"], review["spec"].get("audiences") or [])
+        except (KeyError, TypeError, ValueError, AttributeError):  # claims of a shape the fake cannot read
+            status = {"authenticated": False, "error": "invalid bearer token"}
+        return web.json_response({**review, "status": status}, status=201)
+
+    async def _elsewhere(self, request: web.Request) -> web.Response:
+        self.redirected += 1
+        review = await request.json()
+        user = {"username": "system:serviceaccount:api:api"}
+        status = {"authenticated": True, "user": user, "audiences": review["spec"]["audiences"]}
         return web.json_response({**review, "status": status}, status=201)
 
     @staticmethod
@@ -155,6 +177,7 @@ class FakeApiServer:
     async def running(self) -> AsyncIterator[FakeApiServer]:
         app = web.Application()
         app.router.add_post("/apis/authentication.k8s.io/v1/tokenreviews", self._tokenreviews)
+        app.router.add_route("*", "/elsewhere", self._elsewhere)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.material.server_cert, self.material.server_key)
         if self.require_client_cert:
@@ -177,3 +200,11 @@ def assert_no_token_in(error: BaseException, token: str) -> None:
     for part in token.split("."):
         assert part not in str(error)
         assert part not in repr(error)
+
+
+async def outcome_of(verification: Awaitable[Identity]) -> Identity | VerificationError:
+    """The Identity, or the VerificationError raised: any other exception propagates and fails the test."""
+    try:
+        return await verification
+    except VerificationError as refused:
+        return refused

@@ -8,6 +8,7 @@ future, wrongly signed, foreign-issuer tokens), rotate keys at will and produce 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -89,6 +90,8 @@ class FakeIssuer:
     requests: list[str] = field(default_factory=list)
     base_url: str = ""
     """Set once the server listens; the discovery document's jwks_uri points here."""
+    gate: asyncio.Event | None = None
+    """When set, every answer waits until the event is set: a key endpoint as slow as the test wants."""
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -105,6 +108,8 @@ class FakeIssuer:
         return None
 
     async def discovery(self, request: web.Request) -> web.Response:
+        if self.gate is not None:
+            await self.gate.wait()
         if refused := self._refusal(request):
             return refused
         if self.garbage:

@@ -5,7 +5,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from aiohttp import ClientSession, web
+from aiohttp import ClientResponseError, ClientSession, hdrs, web
 from aiohttp.test_utils import TestServer
 
 from audience_token.client import bearer_auth
@@ -164,3 +164,93 @@ async def test_headers_work_with_any_client(
     async with ClientSession() as session, session.get(server.make_url("/"), headers=tokens.headers()):
         pass
     assert receiver.seen == [f"Bearer {first}"]
+
+
+async def test_the_token_never_reaches_further_hops_of_a_chain_that_left_its_origin(
+    aiohttp_server: MakeServer, receiver: Receiver, volume: ProjectedVolume, first: str
+) -> None:
+    # A → 302 → B/1 → 302 → B/2: before the fix B/2 got the token, B/1 → B/2 being "same origin".
+    elsewhere = Receiver()
+    other_app = elsewhere.app()
+
+    async def hop(request: web.Request) -> web.Response:
+        elsewhere.seen.append(request.headers.get("Authorization"))
+        raise web.HTTPFound("/")
+
+    other_app.router.add_get("/1", hop)
+    other = await aiohttp_server(other_app)
+
+    async def leave(request: web.Request) -> web.Response:
+        raise web.HTTPFound(str(other.make_url("/1")))
+
+    app = receiver.app()
+    app.router.add_get("/leave", leave)
+    server = await aiohttp_server(app)
+    async with (
+        ClientSession(middlewares=(bearer_auth(TokenFile(volume.path("token"))),)) as session,
+        session.get(server.make_url("/leave")) as response,
+    ):
+        assert response.status == 200
+    assert elsewhere.seen == [None, None]
+
+
+async def test_a_chain_that_comes_back_home_carries_the_token_again(
+    aiohttp_server: MakeServer, receiver: Receiver, volume: ProjectedVolume, first: str
+) -> None:
+    home = await aiohttp_server(receiver.app())
+    elsewhere = Receiver()
+    other_app = elsewhere.app()
+
+    async def back(request: web.Request) -> web.Response:
+        elsewhere.seen.append(request.headers.get("Authorization"))
+        raise web.HTTPFound(str(home.make_url("/")))
+
+    other_app.router.add_get("/back", back)
+    other = await aiohttp_server(other_app)
+    async with (
+        ClientSession(middlewares=(bearer_auth(TokenFile(volume.path("token"))),)) as session,
+        session.get(other.make_url("/back")) as response,
+    ):
+        assert response.status == 200
+    # The caller asked for B: B is home, the token went there; then to A, another origin: none.
+    assert elsewhere.seen == [f"Bearer {first}"]
+    assert receiver.seen == [None]
+
+
+async def test_a_redirect_not_followed_leaves_the_next_request_its_token(
+    aiohttp_server: MakeServer, receiver: Receiver, volume: ProjectedVolume, first: str
+) -> None:
+    # Before the fix, a cross-origin 302 answered with allow_redirects=False made the next request of
+    # the task to that origin go out without its token.
+    elsewhere = Receiver()
+    other = await aiohttp_server(elsewhere.app())
+
+    async def leave(request: web.Request) -> web.Response:
+        raise web.HTTPFound(str(other.make_url("/here")))
+
+    app = receiver.app()
+    app.router.add_get("/leave", leave)
+    server = await aiohttp_server(app)
+    async with ClientSession(middlewares=(bearer_auth(TokenFile(volume.path("token"))),)) as session:
+        async with session.get(server.make_url("/leave"), allow_redirects=False) as response:
+            assert response.status == 302
+        async with session.get(other.make_url("/")) as response:
+            assert response.status == 200
+    assert elsewhere.seen == [f"Bearer {first}"]
+
+
+async def test_an_error_raised_for_the_answer_does_not_carry_the_token(
+    aiohttp_server: MakeServer, receiver: Receiver, volume: ProjectedVolume, first: str
+) -> None:
+    # aiohttp's repr of ClientResponseError prints the request's headers; before the fix they held the token.
+    server = await aiohttp_server(receiver.app())
+    receiver.refuse.add(first)
+    tokens = TokenFile(volume.path("token"))
+    async with ClientSession(middlewares=(bearer_auth(tokens),), raise_for_status=True) as session:
+        with pytest.raises(ClientResponseError) as raised:
+            await session.get(server.make_url("/"))
+    assert receiver.seen == [f"Bearer {first}"], "the token was sent"
+    assert raised.value.status == 401
+    assert first not in repr(raised.value)
+    assert first not in str(raised.value)
+    assert hdrs.AUTHORIZATION not in raised.value.request_info.headers

@@ -3,12 +3,15 @@
 Requests are written byte for byte to a socket (so nothing on the client side cleans them up): huge
 values, binary, invalid UTF-8, many headers, repeated headers, other schemes, near-JWT shapes, CR/LF.
 The app is protected by a TokenReviewer whose API server is a FakeApiServer counting every review.
+Then well-formed tokens with hostile claim values (a 400-digit ``exp``, NaN, Infinity, wrong types).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import json
 import socket
 import threading
 from collections.abc import Iterator
@@ -21,9 +24,9 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audience_token import TokenReviewer, Unauthenticated, identity_of, protect
+from audience_token import Identity, TokenReviewer, Unauthenticated, VerificationError, identity_of, protect
 from audience_token.precheck import precheck
-from tests.audience_token.fake_api import FakeApiServer, fake_token
+from tests.audience_token.fake_api import FakeApiServer, fake_token, outcome_of
 from tests.audience_token.tls import make_material
 
 
@@ -179,3 +182,68 @@ def test_verify_refuses_any_non_token_text_as_malformed_without_a_review(protect
     else:  # pragma: no cover - a well-formed token by chance: it goes to review, which may say anything
         with contextlib.suppress(Exception):
             future.result(10)
+
+
+# Well-formed JWTs carrying hostile claim values: what a parser that trusts JSON numbers trips on.
+hostile_numbers = st.one_of(
+    st.integers(min_value=10**399, max_value=10**401),
+    st.integers(min_value=-(10**401), max_value=-(10**399)),
+    st.sampled_from([float("nan"), float("inf"), float("-inf"), 1e308, -1e308, 2**63, -(2**63), 0, -1]),
+    st.floats(allow_nan=True, allow_infinity=True),
+)
+hostile_values = st.one_of(
+    hostile_numbers,
+    st.booleans(),
+    st.none(),
+    st.text(max_size=40),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+)
+hostile_claims = st.fixed_dictionaries(
+    {},
+    optional={
+        "exp": hostile_values,
+        "nbf": hostile_values,
+        "iat": hostile_values,
+        "aud": st.one_of(st.just(["fuzz"]), st.just("fuzz"), hostile_values),
+        "sub": st.one_of(st.just("system:serviceaccount:api:api"), hostile_values),
+        "iss": st.one_of(st.just("kubernetes/serviceaccount"), hostile_values),
+        "kubernetes.io": st.one_of(hostile_values, st.just({"namespace": "api", "serviceaccount": {"name": "api"}})),
+        "fake": st.one_of(st.just({"valid": True}), hostile_values),
+    },
+)
+
+
+def jwt_with(claims: dict[str, Any]) -> str:
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    # json.dumps writes NaN and Infinity, as Python's json.loads (and so a verifier) reads them.
+    header = b64(json.dumps({"alg": "RS256", "kid": "fuzz"}).encode())
+    return f"{header}.{b64(json.dumps(claims).encode())}.{b64(b'signature-filler-' * 8)}"
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(claims=hostile_claims)
+def test_no_hostile_claim_value_in_a_well_formed_token_gives_a_500(
+    protected: Protected, claims: dict[str, Any]
+) -> None:
+    # Before the fix, {"aud": ["fuzz"], "exp": <401 digits>} raised OverflowError: a 500 and a traceback.
+    token = jwt_with(claims)
+    status = status_of(protected.port, request_with([(b"Authorization", f"Bearer {token}".encode())]))
+    assert status in (200, 401, 403, 503), status
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(claims=hostile_claims)
+def test_verify_answers_hostile_claims_with_a_verdict(protected: Protected, claims: dict[str, Any]) -> None:
+    future = asyncio.run_coroutine_threadsafe(outcome_of(protected.reviewer.verify(jwt_with(claims))), protected.loop)
+    outcome = future.result(10)
+    assert isinstance(outcome, Identity | VerificationError)
+    assert "unexpectedly" not in getattr(outcome, "message", ""), outcome
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+def test_a_401_digit_time_claim_for_the_right_audience_is_401_not_500(protected: Protected, claim: str) -> None:
+    token = jwt_with({"aud": ["fuzz"], claim: 10**400})
+    assert status_of(protected.port, request_with([(b"Authorization", f"Bearer {token}".encode())])) == 401

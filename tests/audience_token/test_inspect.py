@@ -118,12 +118,12 @@ def test_a_pasted_authorization_header_is_accepted() -> None:
     ("text", "why"),
     [
         ("", "empty"),
-        ("abc", "three dot-separated parts; the input has 1"),
+        ("abc", "three parts separated by '.', this has 1"),
         ("a.b.c.d.e", "JWE"),
-        ("é.b.c", "not ASCII"),
+        ("é.b.c", "non-ASCII"),
         ("!!!.@@@.c", "not base64url"),
-        ("W10.W10.c2ln", "not an object"),
-        ("x" * 20000, "far shorter"),
+        ("W10.W10.c2ln", "not a JSON object"),
+        ("x" * 20000, "over the 16384"),
     ],
 )
 def test_what_is_not_a_jwt_is_refused_saying_why(text: str, why: str) -> None:

@@ -1,10 +1,13 @@
 """The server middleware's answers: RFC 6750 challenges, small JSON bodies, the identity for the handler."""
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from yarl import URL
 
 from audience_token import (
     IDENTITY,
@@ -201,6 +204,83 @@ async def test_a_verifier_without_lookup_is_asked_on_every_request(aiohttp_clien
 
 
 def test_a_realm_cannot_break_the_header() -> None:
-    from audience_token.middleware import _realm
+    from audience_token.answers import realm
 
-    assert _realm('a"b\\c\r\nSet-Cookie: x=1é') == 'a\\"b\\\\c??Set-Cookie: x=1?'
+    assert realm('a"b\\c\r\nSet-Cookie: x=1é') == 'a\\"b\\\\c??Set-Cookie: x=1?'
+
+
+async def catch_all(request: web.Request) -> web.Response:
+    return web.Response(text="caller" if IDENTITY in request else "open")
+
+
+@pytest.fixture
+async def catch_all_client(reviewer: TokenReviewer, aiohttp_client: MakeClient) -> Client:
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", catch_all)
+    protect(app, reviewer, open_paths={"/healthz/ready"})
+    return await aiohttp_client(app)
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/healthz%2Fready", "/healthz%2fready", "/healthz%252Fready", "/healthz%2Fready?dump=all", "/%68ealthz%2Fready"],
+)
+async def test_an_encoded_slash_does_not_make_a_protected_path_open(catch_all_client: Client, path: str) -> None:
+    # The router matches on the path with %2F kept encoded; before the fix the middleware compared the
+    # decoded path, so /healthz%2Fready reached the catch-all handler as the open /healthz/ready.
+    url = URL(str(catch_all_client.make_url("/")).rstrip("/") + path, encoded=True)
+    async with catch_all_client.session.get(url) as response:
+        assert response.status == 401, path
+
+
+@pytest.mark.parametrize("path", ["/healthz/ready", "/healthz/%72eady"])
+async def test_the_open_path_is_open_however_its_plain_letters_are_written(catch_all_client: Client, path: str) -> None:
+    url = URL(str(catch_all_client.make_url("/")).rstrip("/") + path, encoded=True)
+    async with catch_all_client.session.get(url) as response:
+        assert response.status == 200
+        assert await response.text() == "open"
+
+
+MARK = "SECRETPART"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"Bearer {MARK}\x01tail".encode(),
+        f"Bearer {MARK}\r\n folded".encode(),
+        f"Bearer {MARK}".encode() + b"A" * 9000,
+        f"Bearer {MARK}\x7f".encode(),
+    ],
+    ids=["control byte", "folded line", "over 8190 bytes", "DEL"],
+)
+async def test_a_request_the_parser_refuses_is_logged_without_its_authorization_header(
+    client: Client, caplog: pytest.LogCaptureFixture, value: bytes
+) -> None:
+    # aiohttp's parser logs the line it stopped at, token included, at ERROR before any middleware runs;
+    # protect() redacts it. Before the fix the token was in the log record's exception text.
+    caplog.set_level(logging.DEBUG, logger="aiohttp")
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nAuthorization: " + value + b"\r\n\r\n")
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    assert answer.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400"))
+    records = [r for r in caplog.records if r.name == "aiohttp.server"]
+    assert records, "the refusal is still logged"
+    assert all(r.levelno == logging.ERROR for r in records)
+    assert "request bytes redacted" in caplog.text
+    assert MARK not in caplog.text
+    for record in records:
+        assert record.exc_info is None
+        assert MARK not in record.getMessage()
+
+
+def test_the_bare_middleware_installs_the_parser_log_redaction_too(reviewer: TokenReviewer) -> None:
+    from audience_token.middleware import PARSER_MESSAGE_REDACTION
+
+    server_log = logging.getLogger("aiohttp.server")
+    server_log.removeFilter(PARSER_MESSAGE_REDACTION)
+    token_middleware(reviewer)
+    token_middleware(reviewer)
+    assert server_log.filters.count(PARSER_MESSAGE_REDACTION) == 1

@@ -38,6 +38,7 @@ from audience_token.middleware import identity_of, protect
 from audience_token.offline import OfflineSettings, OfflineVerifier
 from audience_token.token_file import TokenFile
 from tests.audience_token.conftest import Clock
+from tests.audience_token.fake_api import outcome_of
 from tests.audience_token.fake_issuer import ADMIN, ISSUER, FakeIssuer, claims, key_id, sign
 from tests.audience_token.kubelet_volume import ProjectedVolume
 from tests.tls_material import make_certs
@@ -281,8 +282,16 @@ async def test_keys_are_refreshed_periodically_so_a_retired_key_stops_working(cl
         cluster.clock.now += 299
         await verifier.verify(token)
         cluster.clock.now += 2
+        # Due: answered from the current keys at once, while one refresh runs behind; then refused.
+        await verifier.verify(token)
+
+        async def until_refused() -> None:
+            for _ in range(500):
+                await asyncio.sleep(0.01)
+                await verifier.verify(token)
+
         with pytest.raises(Unauthenticated, match="does not publish"):
-            await verifier.verify(token)
+            await until_refused()
         assert verifier.fetches == 2
 
 
@@ -292,7 +301,11 @@ async def test_a_failed_refresh_keeps_the_last_keys(cluster: Cluster, caplog: py
         await verifier.verify(token)
         cluster.fake.fault = 500
         cluster.clock.now += 61
-        assert (await verifier.verify(token)).namespace == "api"
+        for _ in range(500):  # the refresh runs behind the answers, which the last keys give
+            assert (await verifier.verify(token)).namespace == "api"
+            if "still using the last ones" in caplog.text:
+                break
+            await asyncio.sleep(0.01)
     assert "still using the last ones" in caplog.text
 
 
@@ -409,3 +422,85 @@ async def test_a_caller_with_bearer_auth_reaches_an_app_protected_by_the_offline
         ):
             assert response.status == status
             assert body in await response.text()
+
+
+async def test_a_slow_key_refresh_does_not_stall_verification(cluster: Cluster) -> None:
+    # Before the fix, once the keys were due every caller waited on the lock while one fetch ran.
+    token = sign(cluster.key, claims())
+    async with cluster.verifier(settings=OfflineSettings(refresh_every=60, timeout=60)) as verifier:
+        await verifier.verify(token)
+        cluster.fake.gate = asyncio.Event()  # the key endpoint now answers only when the test says so
+        # No caller may wait for it: the 20 answers come while the fetch hangs (its timeout is 60 s).
+        cluster.clock.now += 61
+        identities = await asyncio.wait_for(asyncio.gather(*(verifier.verify(token) for _ in range(20))), 10)
+        assert {i.service_account for i in identities} == {"api"}
+        assert verifier.fetches == 2, "one refresh is running behind the answers"
+        assert not cluster.fake.gate.is_set(), "and every caller was answered while it still waited"
+        cluster.fake.gate.set()
+
+
+async def test_a_token_naming_an_unknown_key_still_waits_for_the_fetch_that_may_bring_it(cluster: Cluster) -> None:
+    async with cluster.verifier() as verifier:
+        await verifier.verify(sign(cluster.key, claims()))
+        new = ec.generate_private_key(ec.SECP256R1())
+        cluster.fake.keys.append(new)
+        cluster.clock.now += 31
+        assert (await verifier.verify(sign(new, claims()))).service_account == "api"
+
+
+async def test_any_unexpected_error_inside_offline_verification_becomes_unavailable(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = sign(cluster.key, claims())
+    async with cluster.verifier() as verifier:
+
+        def broken(*_: object, **__: object) -> object:
+            raise OverflowError(f"a defect that quotes {token}")
+
+        monkeypatch.setattr(verifier, "_decode", broken)
+        with pytest.raises(ReviewUnavailable, match="failed unexpectedly") as unavailable:
+            await verifier.verify(token)
+    assert token.split(".")[1] not in repr(unavailable.value)
+
+
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("value", [10**400, -(10**400), float("nan"), float("inf"), 1e308, "soon", [1]], ids=repr)
+async def test_hostile_time_claims_in_a_signed_token_give_a_verdict(
+    cluster: Cluster, claim: str, value: object
+) -> None:
+    payload = {**claims(), claim: value}
+    async with cluster.verifier() as verifier:
+        outcome = await outcome_of(verifier.verify(sign(cluster.key, payload)))
+    assert not isinstance(outcome, ReviewUnavailable) or "unexpectedly" not in outcome.message
+
+
+async def test_an_issuer_that_only_begins_the_configured_one_is_refused(cluster: Cluster) -> None:
+    # CVE-2024-53861 (PyJWT 2.10.0): "https://kubernetes.default.svc" passed for "...svc.cluster.local".
+    assert ISSUER == "https://kubernetes.default.svc.cluster.local"
+    async with cluster.verifier() as verifier:
+        with pytest.raises(Unauthenticated) as refused:
+            await verifier.verify(sign(cluster.key, claims(issuer="https://kubernetes.default.svc")))
+    assert refused.value.reason == INVALID
+
+
+def test_an_api_server_audience_is_refused_at_construction_offline_too(cluster: Cluster) -> None:
+    with pytest.raises(ConfigError, match="the Kubernetes API's own"):
+        cluster.verifier(audience="https://kubernetes.default.svc.cluster.local")
+    with pytest.raises(ConfigError, match="the cluster's issuer"):
+        OfflineVerifier("https://issuer.example", allow="*/*", issuer="https://issuer.example/")
+
+
+async def test_an_audience_that_is_the_clusters_issuer_is_refused_once_the_keys_say_so(cluster: Cluster) -> None:
+    cluster.fake.issuer = "https://issuer.example"
+    async with cluster.verifier(audience="https://issuer.example") as verifier:
+        token = sign(cluster.key, claims(audience="https://issuer.example", issuer="https://issuer.example"))
+        with pytest.raises(Unauthenticated, match="the cluster's service account issuer"):
+            await verifier.verify(token)
+
+
+def test_credentials_with_plain_http_off_loopback_cannot_reach_the_key_fetch() -> None:
+    # Before the fix, OfflineVerifier(credentials=Credentials(server="http://...")) sent its own token in clear.
+    with pytest.raises(ConfigError, match="must be an https:// URL"):
+        OfflineVerifier(
+            "secret-store", allow="*/*", credentials=Credentials(server="http://10.0.0.1", source="t", token="t")
+        )

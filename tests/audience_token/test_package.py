@@ -36,3 +36,22 @@ def test_the_offline_verifier_is_imported_only_when_asked_for() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert result.stdout.split() == ["False", "True"]
+
+
+def test_the_offline_extra_requires_a_pyjwt_whose_issuer_check_is_exact() -> None:
+    # PyJWT 2.10.0 compared a string issuer with `in` (CVE-2024-53861): a cluster-signed token whose
+    # `iss` is "https://kubernetes.default.svc" passed for "https://kubernetes.default.svc.cluster.local".
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    project = tomllib.loads((REPO / "audience_token" / "pyproject.toml").read_text())["project"]
+    for listed in project["optional-dependencies"]["offline"]:
+        requirement = Requirement(listed)
+        if requirement.name.lower() == "pyjwt":
+            assert not requirement.specifier.contains(Version("2.10.0")), listed
+            assert requirement.specifier.contains(Version("2.10.1")), listed
+            break
+    else:
+        pytest.fail("the offline extra does not list PyJWT")

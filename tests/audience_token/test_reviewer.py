@@ -158,7 +158,8 @@ async def test_a_success_is_never_kept_past_the_tokens_exp(
 async def test_a_definite_refusal_is_kept_ten_seconds(
     reviewer: TokenReviewer, fake_api: FakeApiServer, clock: Clock
 ) -> None:
-    for token in (fake_token(valid=False), fake_token("data", "store")):
+    # A token minted for another audience (its own claims decide) and an account allow does not name.
+    for token in (fake_token(audiences=("elsewhere",)), fake_token("data", "store")):
         fake_api.reviews = 0
         for _ in range(3):
             with pytest.raises((Unauthenticated, NotAllowed)):
@@ -171,7 +172,7 @@ async def test_a_definite_refusal_is_kept_ten_seconds(
 
 
 async def test_a_cached_refusal_raises_a_fresh_exception_each_time(reviewer: TokenReviewer) -> None:
-    token = fake_token(valid=False)
+    token = fake_token(audiences=("elsewhere",))
     errors = []
     for _ in range(2):
         with pytest.raises(Unauthenticated) as refused:
@@ -194,7 +195,8 @@ async def test_lookup_answers_only_from_the_cache_and_never_asks_the_api_server(
 
 
 async def test_lookup_raises_a_cached_refusal_as_verify_does(reviewer: TokenReviewer, fake_api: FakeApiServer) -> None:
-    for token, refusal in ((fake_token(valid=False), Unauthenticated), (fake_token("data", "store"), NotAllowed)):
+    other_audience, not_allowed = fake_token(audiences=("elsewhere",)), fake_token("data", "store")
+    for token, refusal in ((other_audience, Unauthenticated), (not_allowed, NotAllowed)):
         assert reviewer.lookup(token) is None
         with pytest.raises(refusal) as by_verify:
             await reviewer.verify(token)

@@ -105,7 +105,7 @@ def test_inspect_knows_an_api_audience_it_is_told(tmp_path: Path, capsys: pytest
     ("content", "says"),
     [
         (b"", "is empty"),
-        (b"not a token", "three dot-separated parts"),
+        (b"not a token", "three parts separated by"),
         (b"\xff\xfe binary", "not ASCII"),
         (b"x" * (64 * 1024 + 1), "larger than"),
     ],
@@ -283,3 +283,22 @@ def test_the_installed_command_runs_token_inspect(token_file: tuple[Path, str]) 
     assert result.returncode == 0, result.stderr
     assert "system:serviceaccount:api:api" in result.stdout
     assert token not in result.stdout
+
+
+def test_inspect_escapes_control_characters_and_ansi_escapes_in_every_claim_it_prints(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A token's claims are its maker's: a subject that returns the cursor and rewrites the line, ANSI
+    # colour and cursor-up sequences, a bell, a bidi override, in every field that is printed.
+    hostile = "\r\x1b[2K\x1b[1Asystem:serviceaccount:kube-system:admin\x07\u202e"
+    forged = claims(audience=f"secret-store{hostile}", issuer=f"https://issuer{hostile}")
+    forged.update(sub=f"system:serviceaccount:api:api{hostile}", jti=hostile)
+    forged["kubernetes.io"]["pod"]["name"] = f"api-7d9f{hostile}"
+    forged["kubernetes.io"]["node"]["name"] = f"node-1{hostile}"
+    (tmp_path / "hostile").write_text(sign(KEY, forged, kid=f"k{hostile}"))
+    assert token_command(["inspect", str(tmp_path / "hostile")]) == 0
+    out = capsys.readouterr().out
+    assert not any(c in out for c in "\r\x1b\x07\u202e"), "no byte a terminal acts on is printed as it is"
+    assert out.count("\\x1b[2K") >= 7, "each hostile value is shown, escaped"
+    for escaped in ("\\r", "\\x07", "\\u202e"):
+        assert escaped in out
