@@ -33,20 +33,24 @@ def rendered(contract: Contract) -> str:
 
 def test_the_engine_is_a_mutating_and_a_validating_policy_each_with_its_binding() -> None:
     objects = admission_policies(Contract(), **SCOPE)
-    assert [(o["apiVersion"], o["kind"]) for o in objects] == [
-        ("admissionregistration.k8s.io/v1", "MutatingAdmissionPolicy"),
-        ("admissionregistration.k8s.io/v1", "MutatingAdmissionPolicyBinding"),
-        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy"),
-        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding"),
+    assert [(o["apiVersion"], o["kind"], o["metadata"]["name"]) for o in objects] == [
+        ("admissionregistration.k8s.io/v1", "MutatingAdmissionPolicy", "token-projector"),
+        ("admissionregistration.k8s.io/v1", "MutatingAdmissionPolicyBinding", "token-projector"),
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy", "token-projector"),
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding", "token-projector"),
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy", "token-projector-warnings"),
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding", "token-projector-warnings"),
     ]
-    mutating, mutating_binding, validating, validating_binding = objects
+    mutating, mutating_binding, validating, validating_binding, warning, warning_binding = objects
     assert mutating_binding["spec"]["policyName"] == mutating["metadata"]["name"]
     assert validating_binding["spec"]["policyName"] == validating["metadata"]["name"]
+    assert warning_binding["spec"]["policyName"] == warning["metadata"]["name"]
     assert validating_binding["spec"]["validationActions"] == ["Deny"]
+    assert warning_binding["spec"]["validationActions"] == ["Warn"]
     assert mutating["spec"]["failurePolicy"] == validating["spec"]["failurePolicy"] == "Fail"
     assert mutating["spec"]["reinvocationPolicy"] == "IfNeeded"
     assert [m["patchType"] for m in mutating["spec"]["mutations"]] == ["JSONPatch"]
-    for validation in validating["spec"]["validations"]:
+    for validation in validating["spec"]["validations"] + warning["spec"]["validations"]:
         assert validation["messageExpression"]
 
 
@@ -108,6 +112,21 @@ def test_the_legacy_token_policy_and_scope_decide_which_pods_the_validating_poli
     assert "legacy service account token" not in json.dumps(validating(legacy_token_policy="off"))
 
 
+def test_legacy_tokens_under_warn_are_a_warning_of_the_warning_policy_and_no_refusal() -> None:
+    deny, warn = (
+        json.dumps(
+            [
+                o
+                for o in admission_policies(Contract(legacy_token_policy="warn"), **SCOPE)
+                if o["metadata"]["name"] == name
+            ]
+        )
+        for name in ("token-projector", "token-projector-warnings")
+    )
+    assert "legacy service account token" in warn
+    assert "legacy service account token" not in deny
+
+
 def test_a_character_class_in_allowed_audiences_is_refused_as_webhook_only() -> None:
     with pytest.raises(ConfigError, match=r"--allowed-audiences.*\[\.\.\.\].*webhook engine"):
         admission_policies(Contract(allowed_audiences=("data-[ab]",)), **SCOPE)
@@ -145,7 +164,7 @@ def test_a_cel_string_literal_holds_any_text(text: str) -> None:
     assert eval(literal) == text  # noqa: S307 -- a string literal we built, checked to be one
 
 
-def test_the_policy_command_prints_the_four_objects_as_yaml_from_serve_s_flags_and_environment() -> None:
+def test_the_policy_command_prints_the_objects_as_yaml_from_serve_s_flags_and_environment() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "webhook", "policy", "--volume-name", "jwt-volume"],
         capture_output=True,
@@ -154,12 +173,6 @@ def test_the_policy_command_prints_the_four_objects_as_yaml_from_serve_s_flags_a
         env={"TOKEN_PROJECTOR_STRICT": "true", "PATH": "/usr/bin:/bin"},
     )
     objects = list(yaml.safe_load_all(result.stdout))
-    assert [o["kind"] for o in objects] == [
-        "MutatingAdmissionPolicy",
-        "MutatingAdmissionPolicyBinding",
-        "ValidatingAdmissionPolicy",
-        "ValidatingAdmissionPolicyBinding",
-    ]
     assert objects == admission_policies(Contract(volume_name="jwt-volume", strict=True), **SCOPE)
 
 

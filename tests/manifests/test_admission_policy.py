@@ -28,7 +28,10 @@ POLICY_KINDS = [
     "MutatingAdmissionPolicyBinding",
     "ValidatingAdmissionPolicy",
     "ValidatingAdmissionPolicyBinding",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
 ]
+"""The mutation, the refusals and the warnings, each with its binding."""
 WEBHOOK_KINDS = {"Deployment", "Service", "ServiceAccount", "PodDisruptionBudget", "MutatingWebhookConfiguration"}
 KUBE = ("--kube-version", "1.37.0")
 
@@ -68,7 +71,11 @@ def test_the_component_replaces_every_part_of_the_webhook_with_the_policies(repo
     expected = admission_policies(
         Contract(), excluded_namespaces=("kube-system", NAMESPACE), opt_out_label=OPT_OUT_LABEL
     )
-    for obj, want in zip(policies(objects), expected, strict=True):
+
+    def named(objs: list[Json]) -> list[Json]:
+        return sorted(objs, key=lambda o: (o["kind"], o["metadata"]["name"]))
+
+    for obj, want in zip(named(policies(objects)), named(expected), strict=True):
         assert "namespace" not in obj["metadata"], "the policies and bindings are cluster-scoped"
         assert obj["spec"] == want["spec"]
         kubernetes_validate.validate(obj, "1.37.0", strict=True)
@@ -82,20 +89,21 @@ def test_the_component_on_an_overlay_leaves_no_webhook_to_call(repo_tree: Path) 
 
 
 def test_the_chart_value_engine_policy_renders_the_policies_instead_of_the_webhook() -> None:
-    objects = template("--set", "engine=policy", *KUBE)
+    objects = template("--set", "engine=policy", *KUBE, release="prod")
     assert not {o["kind"] for o in objects} & (WEBHOOK_KINDS | {"Secret", "Certificate", "Issuer"})
-    shipped = [doc for doc in yaml.safe_load_all(GENERATED.read_text()) if doc]
-    assert [o["kind"] for o in policies(objects)] == POLICY_KINDS
-    for obj, want in zip(policies(objects), shipped, strict=True):
+    shipped = {(o["kind"], "prod-" + o["metadata"]["name"]): o for o in yaml.safe_load_all(GENERATED.read_text())}
+    rendered = {(o["kind"], o["metadata"]["name"]): o for o in policies(objects)}
+    assert rendered.keys() == shipped.keys(), "every generated object, named after the release"
+    for key, obj in rendered.items():
         kubernetes_validate.validate(obj, "1.37.0", strict=True)
-        assert obj["metadata"]["name"] == "token-projector"
-        if "policyName" in want["spec"]:
-            assert obj["spec"]["policyName"] == "token-projector"
-            assert {k: v for k, v in obj["spec"].items() if k != "matchResources"} == {
-                k: v for k, v in want["spec"].items() if k != "matchResources"
+        want = shipped[key]["spec"]
+        if "policyName" in want:
+            assert obj["spec"]["policyName"] == obj["metadata"]["name"]
+            assert {k: v for k, v in obj["spec"].items() if k not in ("matchResources", "policyName")} == {
+                k: v for k, v in want.items() if k not in ("matchResources", "policyName")
             }
         else:
-            assert obj["spec"] == want["spec"], "the policies are the generated ones, untouched"
+            assert obj["spec"] == want, "the policies are the generated ones, untouched"
 
 
 def test_the_charts_policy_bindings_are_scoped_as_its_webhook_is() -> None:

@@ -37,6 +37,8 @@ from webhook.errors import ConfigError
 API_VERSION = "admissionregistration.k8s.io/v1"
 """MutatingAdmissionPolicy is GA (served, feature gate on) from Kubernetes 1.36, ValidatingAdmissionPolicy from 1.30."""
 MUTATING_NAME = VALIDATING_NAME = "token-projector"
+WARNING_NAME = "token-projector-warnings"
+"""The ValidatingAdmissionPolicy whose binding only warns: what the webhook answers with ``warnings``."""
 _KEPT_AS_IS = "^[a-z0-9_-]([a-z0-9._-]*[a-z0-9_-])?$"
 """``contract._KEPT_AS_IS`` for RE2: an audience that is its own token file name."""
 _KEPT_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-_.")
@@ -68,36 +70,26 @@ def admission_policies(contract: Contract, *, excluded_namespaces: tuple[str, ..
         "objectSelector": {},
         "matchPolicy": "Equivalent",
     }
-    return [
-        {
-            "apiVersion": API_VERSION,
-            "kind": "MutatingAdmissionPolicy",
-            "metadata": {"name": MUTATING_NAME, "labels": labels},
-            "spec": expressions.mutating_spec(),
-        },
-        {
-            "apiVersion": API_VERSION,
-            "kind": "MutatingAdmissionPolicyBinding",
-            "metadata": {"name": MUTATING_NAME, "labels": labels},
-            "spec": {"policyName": MUTATING_NAME, "matchResources": match_resources},
-        },
-        {
-            "apiVersion": API_VERSION,
-            "kind": "ValidatingAdmissionPolicy",
-            "metadata": {"name": VALIDATING_NAME, "labels": labels},
-            "spec": expressions.validating_spec(),
-        },
-        {
-            "apiVersion": API_VERSION,
-            "kind": "ValidatingAdmissionPolicyBinding",
-            "metadata": {"name": VALIDATING_NAME, "labels": labels},
-            "spec": {
-                "policyName": VALIDATING_NAME,
-                "validationActions": ["Deny"],
-                "matchResources": match_resources,
-            },
-        },
+    objects = [
+        _policy("MutatingAdmissionPolicy", MUTATING_NAME, labels, expressions.mutating_spec()),
+        _policy(
+            "MutatingAdmissionPolicyBinding",
+            MUTATING_NAME,
+            labels,
+            {"policyName": MUTATING_NAME, "matchResources": match_resources},
+        ),
     ]
+    for name, action in ((VALIDATING_NAME, "Deny"), (WARNING_NAME, "Warn")):
+        spec = expressions.validating_spec(action)
+        if spec["validations"]:
+            objects.append(_policy("ValidatingAdmissionPolicy", name, labels, spec))
+            binding = {"policyName": name, "validationActions": [action], "matchResources": match_resources}
+            objects.append(_policy("ValidatingAdmissionPolicyBinding", name, labels, binding))
+    return objects
+
+
+def _policy(kind: str, name: str, labels: dict[str, str], spec: Json) -> Json:
+    return {"apiVersion": API_VERSION, "kind": kind, "metadata": {"name": name, "labels": labels}, "spec": spec}
 
 
 def cel_string(text: str) -> str:
@@ -289,26 +281,59 @@ class _Expressions:
 
     # -- the refusals ----------------------------------------------------------------------------------
 
-    def validating_spec(self) -> Json:
+    def validating_spec(self, action: str) -> Json:
+        """The policy whose validations refuse (``Deny``) or, as the webhook's warnings, warn (``Warn``)."""
         c = self.contract
-        legacy_everywhere = c.legacy_token_scope == "all" and c.legacy_token_policy == "deny"
+        everywhere = c.legacy_token_scope == "all" and c.legacy_token_policy == ("deny" if action == "Deny" else "warn")
+        rules = self.validations() if action == "Deny" else self.warnings()
         return {
             "failurePolicy": "Fail",
             "matchConstraints": self.match_constraints(),
-            "matchConditions": self.match_conditions(annotated_only=not legacy_everywhere),
+            "matchConditions": self.match_conditions(annotated_only=not everywhere),
             "variables": self.variables(),
-            "validations": self.validations(),
+            "validations": rules,
         }
 
+    def warnings(self) -> list[Json]:
+        """The webhook's warnings: annotations it does not know, and legacy tokens under ``warn``."""
+        c = self.contract
+        prefix = cel_string(c.annotation_prefix + "/")
+        known = cel_list(sorted(c.known_annotations))
+        unknown = f"variables.annotations.filter(k, k.startsWith({prefix}) && !(k in {known}))"
+        rules = [
+            {
+                "expression": f"size({unknown}) == 0",
+                "messageExpression": f"'annotation ' + {unknown}.join(', ') + ' is not one token-projector knows "
+                "and was ignored'",
+            }
+        ]
+        if c.legacy_token_policy == "warn":
+            legacy = self._legacy_volumes()
+            rules.append(
+                {
+                    "expression": f"size({legacy}) == 0",
+                    "messageExpression": f"'volume ' + {legacy}.map(v, v.name + ' carries the legacy service account "
+                    "token Secret ' + v.secret.?secretName.orValue('')).join('; ') + ', which never expires; remove "
+                    "it (see token-projector\\'s README)'",
+                }
+            )
+        return rules
+
     def validations(self) -> list[Json]:
-        """Each of the webhook's refusals, as ``(expression that must hold, messageExpression)``."""
+        """Each of the webhook's refusals: an expression that must hold, its messageExpression and reason."""
         c = self.contract
         key, value = self.audience_key, "variables.value"
         said = f"'annotation {key} is ' + {_shown(value)}"
-        rules: list[tuple[str, str]] = []
+        rules: list[Json] = []
 
-        def rule(expression: str, message: str, *, annotated: bool = True) -> None:
-            rules.append((f"!variables.requested || ({expression})" if annotated else expression, message))
+        def rule(expression: str, message: str, *, annotated: bool = True, reason: str = "Invalid") -> None:
+            rules.append(
+                {
+                    "expression": f"!variables.requested || ({expression})" if annotated else expression,
+                    "messageExpression": message,
+                    "reason": reason,
+                }
+            )
 
         rule(
             f"!{value}.matches({cel_string(_UNREADABLE)}) && !variables.annotations[?{cel_string(self.skip_key)}]"
@@ -394,6 +419,7 @@ class _Expressions:
                 "set automountServiceAccountToken: false on the Pod or its ServiceAccount.' + "
                 f"(variables.requested ? '' : {cel_string(opt_in)})",
                 annotated=c.legacy_token_scope == "annotated",
+                reason="Forbidden",
             )
         if c.strict:
             api_volumes = (
@@ -406,6 +432,7 @@ class _Expressions:
                 "'), and this cluster\\'s token-projector runs in strict mode: a Pod that asks for an audience token "
                 "should not also hold an API credential. Fix: set automountServiceAccountToken: false in the Pod spec "
                 f"(or on its ServiceAccount); the tokens stay in {c.token_dir}.'",
+                reason="Forbidden",
             )
         volume_name = cel_string(c.volume_name)
         ours = (
@@ -435,7 +462,7 @@ class _Expressions:
             "token-projector mounts the token; move that mount, or leave the container out with the annotation "
             f"{self.skip_key}: <container>'",
         )
-        return [{"expression": expression, "messageExpression": message} for expression, message in rules]
+        return rules
 
     def _legacy_volumes(self) -> str:
         """``webhook.core.legacy.find_legacy_tokens`` in CEL: the Pod's Secret volumes that hold an API token."""
