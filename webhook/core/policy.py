@@ -232,24 +232,26 @@ class _Expressions:
             "reinvocationPolicy": "IfNeeded",
             "matchConstraints": self.match_constraints(),
             "matchConditions": self.match_conditions(annotated_only=True),
-            "variables": self.variables(),
+            "variables": [*self.variables(), {"name": "tokenVolume", "expression": self.token_volume()}],
             "mutations": [{"patchType": "JSONPatch", "jsonPatch": {"expression": self.patch()}}],
         }
 
-    def patch(self) -> str:
-        """``webhook.core.mutation.plan_injection``'s ops, in its order: the volume, then each container's."""
-        c = self.contract
-        volume_name = cel_string(c.volume_name)
-        volume = (
-            f"Object.spec.volumes{{name: {volume_name}, projected: Object.spec.volumes.projected{{sources: "
-            "variables.files.map(f, Object.spec.volumes.projected.sources{serviceAccountToken: "
-            "Object.spec.volumes.projected.sources.serviceAccountToken{"
+    def token_volume(self) -> str:
+        """``webhook.core.mutation.token_volume``: one serviceAccountToken source per file of ``variables.files``."""
+        return (
+            f"Object.spec.volumes{{name: {cel_string(self.contract.volume_name)}, projected: "
+            "Object.spec.volumes.projected{sources: variables.files.map(f, Object.spec.volumes.projected.sources{"
+            "serviceAccountToken: Object.spec.volumes.projected.sources.serviceAccountToken{"
             "audience: f[0], expirationSeconds: variables.expiration, path: f[1]}})}}"
         )
+
+    def patch(self) -> str:
+        """``webhook.core.mutation.plan_injection``'s ops, in its order: the volume, then each container's."""
         volume_ops = (
-            f"(!has(object.spec.volumes) ? [JSONPatch{{op: 'add', path: '/spec/volumes', value: [{volume}]}}] : "
-            f"object.spec.volumes.exists(v, v.name == {volume_name}) ? [] : "
-            f"[JSONPatch{{op: 'add', path: '/spec/volumes/-', value: {volume}}}])"
+            "(!has(object.spec.volumes) ? "
+            "[JSONPatch{op: 'add', path: '/spec/volumes', value: [variables.tokenVolume]}] : "
+            f"object.spec.volumes.exists(v, v.name == {cel_string(self.contract.volume_name)}) ? [] : "
+            "[JSONPatch{op: 'add', path: '/spec/volumes/-', value: variables.tokenVolume}])"
         )
         return f"{volume_ops}\n+ {self._container_ops('initContainers')}\n+ {self._container_ops('containers')}"
 
