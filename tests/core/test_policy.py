@@ -108,6 +108,8 @@ def test_the_legacy_token_policy_and_scope_decide_which_pods_the_validating_poli
         "not-a-mirror-pod",
         "has-audience-annotation",
     ]
+    warnings = admission_policies(Contract(legacy_token_scope="all", legacy_token_policy="off"), **SCOPE)[4]["spec"]
+    assert conditions(warnings) == ["not-a-mirror-pod"], "the webhook sees every Pod, and warns on any"
     assert "legacy service account token" in json.dumps(validating())
     assert "legacy service account token" not in json.dumps(validating(legacy_token_policy="off"))
 

@@ -47,7 +47,10 @@ _UNREADABLE = "[\\x1c-\\x1f]"
 
 
 def admission_policies(contract: Contract, *, excluded_namespaces: tuple[str, ...], opt_out_label: str) -> list[Json]:
-    """The four objects of the policy engine, in the order they are applied: each policy, then its binding.
+    """The objects of the policy engine, in the order they are applied: each policy, then its binding.
+
+    A MutatingAdmissionPolicy, a ValidatingAdmissionPolicy that denies and one that warns (left out when
+    there is nothing to warn of), each with its binding.
 
     ``excluded_namespaces`` and ``opt_out_label`` scope the bindings as the webhook's configuration is
     scoped (``webhook.install``): those namespaces, and any labelled ``opt_out_label: "true"``, are left alone.
@@ -286,7 +289,9 @@ class _Expressions:
     def validating_spec(self, action: str) -> Json:
         """The policy whose validations refuse (``Deny``) or, as the webhook's warnings, warn (``Warn``)."""
         c = self.contract
-        everywhere = c.legacy_token_scope == "all" and c.legacy_token_policy == ("deny" if action == "Deny" else "warn")
+        # Legacy scope "all": the webhook sees every Pod, and warns of unknown annotations on any; it refuses
+        # one that is not annotated only for a legacy token.
+        everywhere = c.legacy_token_scope == "all" and (action == "Warn" or c.legacy_token_policy == "deny")
         rules = self.validations() if action == "Deny" else self.warnings()
         return {
             "failurePolicy": "Fail",
