@@ -235,7 +235,7 @@ class _Expressions:
             "reinvocationPolicy": "IfNeeded",
             "matchConstraints": self.match_constraints(),
             "matchConditions": self.match_conditions(annotated_only=True),
-            "variables": [*self.variables(), {"name": "tokenVolume", "expression": self.token_volume()}],
+            "variables": self.variables(),
             "mutations": [{"patchType": "JSONPatch", "jsonPatch": {"expression": self.patch()}}],
         }
 
@@ -250,11 +250,13 @@ class _Expressions:
 
     def patch(self) -> str:
         """``webhook.core.mutation.plan_injection``'s ops, in its order: the volume, then each container's."""
+        # Object.* initializers compile only in the mutation itself, not in a variable: the volume is spelled twice.
+        volume = self.token_volume()
         volume_ops = (
             "(!has(object.spec.volumes) ? "
-            "[JSONPatch{op: 'add', path: '/spec/volumes', value: [variables.tokenVolume]}] : "
+            f"[JSONPatch{{op: 'add', path: '/spec/volumes', value: [{volume}]}}] : "
             f"object.spec.volumes.exists(v, v.name == {cel_string(self.contract.volume_name)}) ? [] : "
-            "[JSONPatch{op: 'add', path: '/spec/volumes/-', value: variables.tokenVolume}])"
+            f"[JSONPatch{{op: 'add', path: '/spec/volumes/-', value: {volume}}}])"
         )
         return f"{volume_ops}\n+ {self._container_ops('initContainers')}\n+ {self._container_ops('containers')}"
 
