@@ -53,14 +53,15 @@ class Engines:
         body = copy.deepcopy(pod)
         body["metadata"]["namespace"] = namespace
         try:
-            return Outcome(self.plane.request("POST", f"/api/v1/namespaces/{namespace}/pods?dryRun=All", body=body))
+            return Outcome(
+                stripped(self.plane.request("POST", f"/api/v1/namespaces/{namespace}/pods?dryRun=All", body=body))
+            )
         except ApiError as error:
             return Outcome(None, f"{error.status}: {error.message}")
 
     def as_admitted(self, pod: dict[str, Any]) -> dict[str, Any] | None:
         """``pod`` as admission plugins see it (defaulted, its API token added), or None if it is invalid."""
-        stored = self.dry_run(self.plain_namespace, pod).pod
-        return None if stored is None else stripped(stored)
+        return self.dry_run(self.plain_namespace, pod).pod
 
     def by_policy(self, pod: dict[str, Any]) -> Outcome:
         return self.dry_run(self.policy_namespace, pod)
@@ -109,7 +110,8 @@ def install(plane: ControlPlane, contract: Contract, name: str) -> Engines:
 def namespace(plane: ControlPlane, labels: dict[str, str]) -> str:
     """A namespace with the ServiceAccounts the Pods name (no controller-manager makes ``default`` here)."""
     name = plane.namespace(labels=labels)
-    plane.request("POST", f"/api/v1/namespaces/{name}/serviceaccounts", body={"metadata": {"name": "default"}})
+    for account in ("default", "api"):  # "api": the test fixtures' Pods run as it
+        plane.request("POST", f"/api/v1/namespaces/{name}/serviceaccounts", body={"metadata": {"name": account}})
     return name
 
 
@@ -126,13 +128,18 @@ def wait_until_enforced(engines: Engines, timeout: float = 60) -> None:
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "probe-" + uuid.uuid4().hex[:6], "annotations": {key: "data-store"}},
-        "spec": {"serviceAccountName": "app", "containers": [{"name": "app", "image": "busybox:1.36"}]},
+        "spec": {
+            "serviceAccountName": "app",
+            "automountServiceAccountToken": False,  # strict mode would refuse the API token
+            "containers": [{"name": "app", "image": "busybox:1.36"}],
+        },
     }
     refused = copy.deepcopy(probe)
     refused["metadata"]["annotations"][key] = ""
     deadline = time.monotonic() + timeout
     while True:
-        mutated = engines.by_policy(probe).pod
+        outcome = engines.by_policy(probe)
+        mutated = outcome.pod
         if (
             mutated is not None
             and any(v["name"] == engines.contract.volume_name for v in mutated["spec"].get("volumes", []))
@@ -140,5 +147,5 @@ def wait_until_enforced(engines: Engines, timeout: float = 60) -> None:
         ):
             return
         if time.monotonic() > deadline:
-            raise AssertionError(f"the policies were not enforced within {timeout}s: {mutated}")
+            raise AssertionError(f"the policies were not enforced within {timeout}s: {outcome.refusal or mutated}")
         time.sleep(0.2)
