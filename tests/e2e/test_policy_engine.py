@@ -1,17 +1,21 @@
 """The policy engine as a user meets it: ``token-projector policy | kubectl apply -f -``, and kubectl's answers."""
 
 import json
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import ControlPlane
 from tests.e2e.policy_engine import Engines, install, uninstall
-from tests.tools import REPO
+from tests.manifests.chart import template_text
+from tests.manifests.conftest import with_components
+from tests.tools import REPO, require
 from webhook.core.contract import Contract
 
 pytestmark = pytest.mark.e2e
@@ -143,3 +147,26 @@ def test_a_container_another_policy_adds_later_gets_the_token_on_reinvocation_an
     finally:
         plane.request("DELETE", f"{base}/mutatingadmissionpolicybindings/{name}")
         plane.request("DELETE", f"{base}/mutatingadmissionpolicies/{name}")
+
+
+@pytest.mark.parametrize(
+    ("tool", "args"),
+    [
+        ("helm", ["--set", "engine=policy", "--kube-version", "1.37.2"]),
+        ("kustomize", []),
+    ],
+)
+def test_the_charts_and_the_components_policies_are_accepted_by_the_api_server(
+    control_plane: ControlPlane, tool: str, args: list[str], tmp_path: Path
+) -> None:
+    if tool == "helm":
+        rendered = template_text(*args, release="policy-e2e")
+    else:
+        shutil.copytree(REPO / "manifests", tmp_path / "manifests", ignore=shutil.ignore_patterns("*.crt", "*.key"))
+        shutil.copytree(REPO / "charts", tmp_path / "charts")
+        overlay = tmp_path / "manifests" / with_components(tmp_path / "manifests", "base", "admission-policy")
+        kustomize = require("kustomize", hint="run `make tools` (builds it with Go)")
+        rendered = subprocess.run([kustomize, "build", str(overlay)], capture_output=True, text=True, check=True).stdout
+    applied = control_plane.kubectl("apply", "--dry-run=server", "--validate=strict", "-f", "-", stdin=rendered)
+    assert applied.returncode == 0, applied.stderr
+    assert applied.stdout.count("admissionpolicy") == 6, applied.stdout
