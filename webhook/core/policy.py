@@ -354,6 +354,12 @@ class _Expressions:
             "(docs/admission-policy.md)'",
         )
         rule(
+            f"size(variables.parts) <= {c.max_audiences}",
+            f"{said} + ', a list of ' + string(size(variables.parts)) + ' audiences; this cluster allows at most "
+            f"{c.max_audiences} per Pod (each one is a token the kubelet requests and rotates): ask only for the "
+            "services this Pod calls'",
+        )
+        rule(
             "variables.parts.all(p, p.trim() != '')",
             f"variables.several ? {said} + ': an audience of the list is empty; separate the audiences with single "
             f"commas, e.g. {key}: data-store, secret-store (an empty audience would yield a Kubernetes API "
@@ -365,12 +371,6 @@ class _Expressions:
             f"{said} + ', with white space before a comma or at an end (it is allowed only after a comma); use ' + "
             + _shown("variables.parts.map(p, p.trim()).filter(p, p != '').join(', ')")
             + " + ': a token\\'s audience must match the verifier\\'s exactly'",
-        )
-        rule(
-            f"size(variables.parts) <= {c.max_audiences}",
-            f"{said} + ', a list of ' + string(size(variables.parts)) + ' audiences; this cluster allows at most "
-            f"{c.max_audiences} per Pod (each one is a token the kubelet requests and rotates): ask only for the "
-            "services this Pod calls'",
         )
         rule(
             f"!variables.audiences.exists(a, a in {cel_list(c.denied_audiences)})",
@@ -411,12 +411,6 @@ class _Expressions:
             f"'annotation {self.expiration_key} is ' + {_shown(expiration)} + ', which is not a whole number of "
             f"seconds from {MIN_EXPIRATION_SECONDS} to {c.max_expiration_seconds}; it must be one'",
         )
-        rule(
-            "variables.skipped.all(n, n in variables.containerNames)",
-            f"'annotation {self.skip_key} names ' + "
-            f"{_shown('variables.skipped.filter(n, !(n in variables.containerNames)).join(' + cel_string(', ') + ')')}"
-            " + ', which the Pod does not have; its containers are ' + variables.containerNames.join(', ')",
-        )
         legacy = self._legacy_volumes()
         if c.legacy_token_policy == "deny":
             opt_in = f" For service-to-service calls, annotate the Pod with {key}: <audience>."
@@ -443,6 +437,12 @@ class _Expressions:
                 f"(or on its ServiceAccount); the tokens stay in {c.token_dir}.'",
                 reason="Forbidden",
             )
+        rule(
+            "variables.skipped.all(n, n in variables.containerNames)",
+            f"'annotation {self.skip_key} names ' + "
+            f"{_shown('variables.skipped.filter(n, !(n in variables.containerNames)).join(' + cel_string(', ') + ')')}"
+            " + ', which the Pod does not have; its containers are ' + variables.containerNames.join(', ')",
+        )
         volume_name = cel_string(c.volume_name)
         ours = (
             "has(v.projected) && size(v.projected.?sources.orValue([])) == size(variables.files) && "
