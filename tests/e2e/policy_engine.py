@@ -37,6 +37,8 @@ class Outcome:
 
     pod: dict[str, Any] | None
     refusal: str | None = None
+    by_review: bool = False
+    """Refused by the webhook's review itself, not by the API server's own validation of its patched Pod."""
 
 
 @dataclass
@@ -72,7 +74,7 @@ class Engines:
         body["request"]["namespace"] = self.plain_namespace
         response = review(body, self.contract).response["response"]
         if not response["allowed"]:
-            return Outcome(None, response["status"]["message"])
+            return Outcome(None, response["status"]["message"], by_review=True)
         patched = jsonpatch.apply_patch(pod, ops_of(review(body, self.contract)))
         return self.dry_run(self.plain_namespace, patched)
 

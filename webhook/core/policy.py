@@ -144,6 +144,8 @@ class _Expressions:
         self.audience_key = contract.annotation(AUDIENCE_KEY)
         self.expiration_key = contract.annotation(EXPIRATION_KEY)
         self.skip_key = contract.annotation(SKIP_CONTAINERS_KEY)
+        self.annotation_rules: list[str] = []
+        """The expressions of the validations on annotations alone, as ``validations`` last built them."""
 
     # -- the variables both policies share ------------------------------------------------------------
 
@@ -230,12 +232,17 @@ class _Expressions:
     # -- the mutation ----------------------------------------------------------------------------------
 
     def mutating_spec(self) -> Json:
+        # The mutation leaves alone a Pod whose annotations the validating policy refuses: patched, it could fail
+        # the API server's own validation (a lifetime under 600 s, an empty path), which runs first and would
+        # answer in place of our message.
+        self.validations()
+        admissible = " && ".join(f"({expression})" for expression in self.annotation_rules)
         return {
             "failurePolicy": "Fail",
             "reinvocationPolicy": "IfNeeded",
             "matchConstraints": self.match_constraints(),
             "matchConditions": self.match_conditions(annotated_only=True),
-            "variables": self.variables(),
+            "variables": [*self.variables(), {"name": "admissible", "expression": admissible}],
             "mutations": [{"patchType": "JSONPatch", "jsonPatch": {"expression": self.patch()}}],
         }
 
@@ -258,7 +265,8 @@ class _Expressions:
             f"object.spec.volumes.exists(v, v.name == {cel_string(self.contract.volume_name)}) ? [] : "
             f"[JSONPatch{{op: 'add', path: '/spec/volumes/-', value: {volume}}}])"
         )
-        return f"{volume_ops}\n+ {self._container_ops('initContainers')}\n+ {self._container_ops('containers')}"
+        ops = f"{volume_ops}\n+ {self._container_ops('initContainers')}\n+ {self._container_ops('containers')}"
+        return f"!variables.admissible ? [] :\n{ops}"
 
     def _container_ops(self, kind: str) -> str:
         c = self.contract
@@ -334,15 +342,16 @@ class _Expressions:
         key, value = self.audience_key, "variables.value"
         said = f"'annotation {key} is ' + {_shown(value)}"
         rules: list[Json] = []
+        self.annotation_rules = []
 
-        def rule(expression: str, message: str, *, annotated: bool = True, reason: str = "Invalid") -> None:
-            rules.append(
-                {
-                    "expression": f"!variables.requested || ({expression})" if annotated else expression,
-                    "messageExpression": message,
-                    "reason": reason,
-                }
-            )
+        def rule(
+            expression: str, message: str, *, annotated: bool = True, reason: str = "Invalid", of_pod: bool = False
+        ) -> None:
+            """``of_pod``: a rule on the Pod's other fields; the others are on its annotations alone."""
+            expression = f"!variables.requested || ({expression})" if annotated else expression
+            rules.append({"expression": expression, "messageExpression": message, "reason": reason})
+            if not of_pod:
+                self.annotation_rules.append(expression)
 
         rule(
             f"!{value}.matches({cel_string(_UNREADABLE)}) && !variables.annotations[?{cel_string(self.skip_key)}]"
@@ -423,6 +432,7 @@ class _Expressions:
                 f"(variables.requested ? '' : {cel_string(opt_in)})",
                 annotated=c.legacy_token_scope == "annotated",
                 reason="Forbidden",
+                of_pod=True,
             )
         if c.strict:
             api_volumes = (
@@ -436,6 +446,7 @@ class _Expressions:
                 "should not also hold an API credential. Fix: set automountServiceAccountToken: false in the Pod spec "
                 f"(or on its ServiceAccount); the tokens stay in {c.token_dir}.'",
                 reason="Forbidden",
+                of_pod=True,
             )
         rule(
             "variables.skipped.all(n, n in variables.containerNames)",
@@ -457,6 +468,7 @@ class _Expressions:
             f"'Pod already has a volume named {c.volume_name} that is not the projected token volume for ' + "
             f"{_shown('variables.audiences.join(' + cel_string(', ') + ')')} + '; token-projector needs that name "
             "for the token volume: rename the Pod\\'s volume'",
+            of_pod=True,
         )
         at_mount = self._same_path("m.mountPath", c.mount_path)
         conflicts = " + ".join(
@@ -470,6 +482,7 @@ class _Expressions:
             f"'container ' + ({conflicts}).join(', ') + ' already mounts another volume at {c.mount_path}, where "
             "token-projector mounts the token; move that mount, or leave the container out with the annotation "
             f"{self.skip_key}: <container>'",
+            of_pod=True,
         )
         return rules
 
