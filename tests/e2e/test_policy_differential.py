@@ -159,7 +159,7 @@ def cases() -> dict[str, dict[str, Any]]:
             annotations={A: "data-store, vault"},
         ),
         "a mount already there": pod(
-            container("app", volumeMounts=[{"name": "cache", "mountPath": "/var/run/secrets/tokens/"}]),
+            container("app", volumeMounts=[{"name": "cache", "mountPath": Contract().mount_path + "/"}]),
             annotations={A: "data-store"},
             volumes=[{"name": "cache", "emptyDir": {}}],
         ),
