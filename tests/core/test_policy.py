@@ -129,6 +129,16 @@ def test_legacy_tokens_under_warn_are_a_warning_of_the_warning_policy_and_no_ref
     assert "legacy service account token" not in deny
 
 
+def test_an_annotation_the_contract_knows_and_the_policies_do_not_implement_is_refused_naming_it() -> None:
+    contract = Contract()
+    assert "asks for what only" not in rendered(contract), "every annotation known today is implemented"
+    # As a feature added to the webhook (a sidecar on an annotation) would make it known.
+    contract.__dict__["known_annotations"] = contract.known_annotations | {"token-projector.io/sidecar"}
+    refusal = json.dumps(admission_policies(contract, **SCOPE)[2]["spec"]["validations"])
+    assert "['token-projector.io/sidecar'].filter(k, k in variables.annotations)" in refusal
+    assert "only the token-projector webhook engine does" in refusal
+
+
 def test_a_character_class_in_allowed_audiences_is_refused_as_webhook_only() -> None:
     with pytest.raises(ConfigError, match=r"--allowed-audiences.*\[\.\.\.\].*webhook engine"):
         admission_policies(Contract(allowed_audiences=("data-[ab]",)), **SCOPE)

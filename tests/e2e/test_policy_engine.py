@@ -170,3 +170,21 @@ def test_the_charts_and_the_components_policies_are_accepted_by_the_api_server(
     applied = control_plane.kubectl("apply", "--dry-run=server", "--validate=strict", "-f", "-", stdin=rendered)
     assert applied.returncode == 0, applied.stderr
     assert applied.stdout.count("admissionpolicy") == 6, applied.stdout
+
+
+def test_an_annotation_only_the_webhook_implements_is_refused_by_the_policies_naming_it(
+    control_plane: ControlPlane,
+) -> None:
+    contract = Contract()
+    # As a feature added to the webhook (a sidecar on an annotation) would make it known to the contract.
+    contract.__dict__["known_annotations"] = contract.known_annotations | {"token-projector.io/sidecar"}
+    engines = install(control_plane, contract, "webhook-only")
+    try:
+        refused = engines.by_policy(pod({AUDIENCE: "data-store", "token-projector.io/sidecar": "proxy"}))
+        assert refused.pod is None
+        assert "annotation token-projector.io/sidecar asks for what only the token-projector webhook engine does" in (
+            refused.refusal or ""
+        )
+        assert engines.by_policy(pod({AUDIENCE: "data-store"})).pod is not None
+    finally:
+        uninstall(engines)

@@ -362,6 +362,18 @@ class _Expressions:
             "audiences, or ask the cluster\\'s administrators for the token-projector webhook engine "
             "(docs/admission-policy.md)'",
         )
+        # A Pod annotation the contract knows and these policies do not implement (a feature added to the webhook,
+        # such as a sidecar it injects) is refused: a policy that ignored it would admit a Pod other than the
+        # webhook's.
+        webhook_only = sorted(c.known_annotations - {self.audience_key, self.expiration_key, self.skip_key})
+        if webhook_only:
+            used = f"{cel_list(webhook_only)}.filter(k, k in variables.annotations)"
+            rule(
+                f"size({used}) == 0",
+                f"'annotation ' + {used}.join(', ') + ' asks for what only the token-projector webhook engine does, "
+                "and this cluster enforces the contract with admission policies; remove it, or ask the cluster\\'s "
+                "administrators for the webhook engine (docs/admission-policy.md)'",
+            )
         rule(
             f"size(variables.parts) <= {c.max_audiences}",
             f"{said} + ', a list of ' + string(size(variables.parts)) + ' audiences; this cluster allows at most "
