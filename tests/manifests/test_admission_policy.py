@@ -121,6 +121,11 @@ def test_engine_policy_with_a_contract_value_is_refused_naming_the_value_and_the
     assert "token-projector policy" in error
 
 
+def test_engine_policy_with_service_account_opt_in_is_refused_as_a_webhook_only_feature() -> None:
+    error = template_error("--set", "engine=policy", "--set", "serviceAccountOptIn.enabled=true", *KUBE)
+    assert "serviceAccountOptIn.enabled is a feature of the webhook engine only" in error
+
+
 def test_engine_policy_on_a_cluster_older_than_1_36_is_refused_naming_the_version() -> None:
     error = template_error("--set", "engine=policy", "--kube-version", "1.35.2")
     assert "1.36" in error
