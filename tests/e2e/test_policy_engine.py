@@ -71,18 +71,25 @@ def test_kubectl_shows_the_refusal_naming_the_annotation_the_value_and_the_fix(e
     assert 'use "data-store, vault"' in result.stderr, result.stderr
 
 
-def test_unknown_annotations_and_legacy_tokens_under_warn_are_kubectl_warnings(engines: Engines) -> None:
+def test_unknown_annotations_legacy_tokens_under_warn_and_own_env_values_are_kubectl_warnings(engines: Engines) -> None:
     legacy = {"name": "t", "secret": {"secretName": "app-token-ab1cd"}}
     annotations = {AUDIENCE: "data-store", "token-projector.io/expiration": "600"}
+    own = {"name": "own", "image": "busybox:1.36", "env": [{"name": "SERVICE_ACCOUNT_TOKEN_PATH", "value": "/mine"}]}
     deadline = time.monotonic() + 30  # the warning policy may be loaded a moment after the other two
     while True:
-        result = kubectl_create(engines.plane, engines.policy_namespace, pod(annotations, volumes=[legacy]))
+        result = kubectl_create(
+            engines.plane,
+            engines.policy_namespace,
+            pod(annotations, volumes=[legacy], containers=[{"name": "app", "image": "busybox:1.36"}, own]),
+        )
         assert result.returncode == 0, result.stderr
         if "Warning:" in result.stderr or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     assert "Warning:" in result.stderr
     assert "token-projector.io/expiration is not one token-projector knows" in result.stderr
+    assert "container own already sets SERVICE_ACCOUNT_TOKEN_PATH; its own value was kept" in result.stderr
+    assert "/mine" not in result.stderr, "a warning never shows the container's own value"
     assert "'t' carries the legacy service account token Secret" in result.stderr or (
         "t carries the legacy service account token Secret app-token-ab1cd" in result.stderr
     ), result.stderr

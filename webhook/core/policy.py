@@ -324,6 +324,26 @@ class _Expressions:
                 "and was ignored'",
             }
         ]
+        for variable, value, where in (
+            (c.env_var, c.token_path, f"the token is at {c.token_path}"),
+            (c.dir_env_var, c.token_dir, f"the token files are in {c.token_dir}"),
+        ):
+            # mutation._own_value_warning: a container that sets our variable itself keeps its value (never shown).
+            own = " + ".join(
+                f"variables.{kind}.filter(c, !(c.name in variables.skipped) && "
+                f"c.?env.orValue([]).exists(e, e.name == {cel_string(variable)}) && "
+                f"c.env.filter(e, e.name == {cel_string(variable)}).map(e, "
+                f"e.?value.orValue('') != {cel_string(value)} || has(e.valueFrom))[0]).map(c, c.name)"
+                for kind in ("initContainers", "containers")
+            )
+            guard = "" if variable == c.env_var else "!variables.several || "
+            rules.append(
+                {
+                    "expression": f"!variables.requested || {guard}size({own}) == 0",
+                    "messageExpression": f"'container ' + ({own}).join(', ') + ' already sets {variable}; its own "
+                    f"value was kept, and {where}'",
+                }
+            )
         if c.legacy_token_policy == "warn":
             legacy = self._legacy_volumes()
             rules.append(
