@@ -101,6 +101,9 @@ format: $(STAMP) ## apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+admission-policy: $(STAMP) ## generate the policy engine's file for the chart and manifests/components/admission-policy
+	$(BIN)/token-projector policy > charts/token-projector/files/admission-policy/admission-policy.yaml
+
 certs: $(STAMP) ## make development certificates in certs/ (kept if they exist)
 	$(BIN)/token-projector certs --if-missing --dns-name localhost --ip 127.0.0.1
 

@@ -5,11 +5,11 @@ import sys
 from collections.abc import Sequence
 
 from webhook import __version__
-from webhook.cli import audit, certs, proxy, register, review, serve, token
+from webhook.cli import audit, certs, policy, proxy, register, review, serve, token
 from webhook.cli.exits import EXIT_USAGE
 from webhook.errors import ConfigError, TokenProjectorError
 
-COMMANDS = (review, serve, certs, register, token, audit, proxy)
+COMMANDS = (review, serve, certs, register, token, audit, proxy, policy)
 """In the order ``--help`` lists them."""
 
 
