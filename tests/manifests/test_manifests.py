@@ -6,7 +6,7 @@ import kubernetes_validate
 import pytest
 
 from tests.manifests.conftest import MANIFESTS, Render, by_kind, source_documents, with_components
-from webhook.core.contract import Contract
+from webhook.core.contract import PROTECT_KEYS, Contract
 from webhook.core.wire import Json
 from webhook.install.certs import CertRequest
 from webhook.install.deployment import NAMESPACE, OPT_OUT_LABEL, SERVICE_NAME, WEBHOOK_NAME
@@ -88,13 +88,13 @@ def test_kube_system_and_the_webhooks_own_namespace_are_never_sent_and_namespace
     assert {"key": OPT_OUT_LABEL, "operator": "NotIn", "values": ["true"]} in expressions
 
 
-def test_only_pods_with_the_audience_annotation_are_sent(render: Render) -> None:
+def test_only_pods_with_the_audience_annotation_or_a_protect_annotation_are_sent(render: Render) -> None:
     conditions = webhook_of(render("overlays/cert-manager"))["matchConditions"]
-    key = Contract().annotation("audience")
+    keys = ", ".join(f"'{Contract().annotation(key)}'" for key in ("audience", *PROTECT_KEYS))
     assert conditions == [
         {
-            "name": "has-audience-annotation",
-            "expression": f"has(object.metadata.annotations) && '{key}' in object.metadata.annotations",
+            "name": "has-opt-in-annotation",
+            "expression": f"has(object.metadata.annotations) && [{keys}].exists(k, k in object.metadata.annotations)",
         }
     ]
 
