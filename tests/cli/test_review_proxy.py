@@ -1,4 +1,4 @@
-"""``token-projector review`` of a receiver with the protect annotations: the row and the patched manifest show the proxy."""
+"""``token-projector review`` of a receiver with the protect annotations: the row and the patched manifest."""
 
 from pathlib import Path
 
