@@ -6,12 +6,18 @@ defaulting, the ServiceAccount admission plugin and PodSecurity at the restricte
 patched Pod after the webhook.
 """
 
+import contextlib
+import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import ApiError, ControlPlane, Registered
+from tests.e2e.conftest import ApiError, ControlPlane, Registered, wait_until
 from tests.e2e.pods import pod
+from tests.e2e.tokens import request_token
+from tests.tools import REPO
 from tests.e2e.test_pods import sidecar_injector  # noqa: F401 - a fixture this module uses too
 
 pytestmark = pytest.mark.e2e
@@ -137,3 +143,107 @@ def test_a_port_clash_with_the_proxy_is_refused(registered: Registered, control_
     with pytest.raises(ApiError) as raised:
         control_plane.create_pod(namespace, made)
     assert "the proxy listens on port 8444 (this cluster's --proxy-probe-port)" in raised.value.message
+
+
+def audit(plane: ControlPlane, namespace: str, *, token: str | None = None) -> dict[str, Any]:
+    kubeconfig = plane.kubeconfig(token=token, name="auditor") if token else plane.kubeconfig()
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "webhook",
+            "audit",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--namespace",
+            namespace,
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=REPO,
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
+def kubectl_apply(plane: ControlPlane, text: str) -> None:
+    result = plane.kubectl("apply", "-f", "-", stdin=text)
+    assert result.returncode == 0, result.stderr
+
+
+def test_audit_asks_the_api_server_which_protected_accounts_may_not_review_tokens(
+    registered: Registered, control_plane: ControlPlane
+) -> None:
+    plane = control_plane
+    namespace = plane.namespace()
+    plane.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", body={"metadata": {"name": "bound"}})
+    kubectl_apply(plane, (REPO / "manifests" / "audience-token" / "clusterrole.yaml").read_text())
+    plane.request(
+        "POST",
+        "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+        body={
+            "metadata": {"name": f"{namespace}-bound-token-reviewer"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "audience-token-reviewer",
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "bound", "namespace": namespace}],
+        },
+    )
+    plane.create_pod(namespace, protected("unbound"))
+    bound = protected("bound")
+    bound["spec"]["serviceAccountName"] = "bound"
+    plane.create_pod(namespace, bound)
+    plane.create_pod(namespace, pod("plain"))  # not protected: its account is not asked about
+
+    expected = [{"namespace": namespace, "serviceAccount": "app", "protected": ["Pod unbound"]}]
+    wait_until(lambda: audit(plane, namespace)["protectedWithoutTokenReview"] == expected, what="the audit's answer")
+
+    # The shipped cluster-wide RBAC lets the audit ask (create on subjectaccessreviews, nothing more).
+    with contextlib.suppress(ApiError):
+        plane.request("POST", "/api/v1/namespaces", body={"metadata": {"name": "token-projector"}})
+    kubectl_apply(plane, (REPO / "manifests" / "audit" / "cluster-wide.yaml").read_text())
+    token = request_token(plane, "token-projector", "token-projector-audit", seconds=3600)
+    wait_until(
+        lambda: audit(plane, namespace, token=token)["protectedWithoutTokenReview"] == expected,
+        what="the shipped audit RBAC to take effect",
+    )
+    assert audit(plane, namespace, token=token)["notRead"] == []
+
+
+def test_an_auditor_who_may_not_ask_is_told_so_and_gets_the_rest_of_the_report(
+    registered: Registered, control_plane: ControlPlane
+) -> None:
+    plane = control_plane
+    namespace = plane.namespace()
+    plane.create_pod(namespace, protected())
+    plane.request("POST", f"/api/v1/namespaces/{namespace}/serviceaccounts", body={"metadata": {"name": "lister"}})
+    plane.request(
+        "POST",
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/roles",
+        body={"metadata": {"name": "lister"}, "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]},
+    )
+    plane.request(
+        "POST",
+        f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}/rolebindings",
+        body={
+            "metadata": {"name": "lister"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "lister"},
+            "subjects": [{"kind": "ServiceAccount", "name": "lister", "namespace": namespace}],
+        },
+    )
+    token = request_token(plane, namespace, "lister", seconds=3600)
+
+    def unread() -> dict[str, Any]:
+        return {u["resource"]: u for u in audit(plane, namespace, token=token)["notRead"]}
+
+    wait_until(lambda: "pods" not in unread(), what="the binding to take effect")
+    refused = unread()["subjectaccessreviews.authorization.k8s.io"]
+    assert refused["status"] == 403
+    assert 'cannot create resource "subjectaccessreviews"' in refused["message"]
