@@ -1,6 +1,7 @@
 """``token-projector audit``: the protected workloads whose ServiceAccount the API server says may not review tokens."""
 
 import dataclasses
+from typing import Any
 
 from tests.cli.test_audit_analysis import DEFAULT, inventory, stored_pod, workload
 from tests.helpers import container
@@ -14,7 +15,7 @@ PROTECT = {
 }
 
 
-def spec(account: str) -> dict[str, object]:
+def spec(account: str) -> dict[str, Any]:
     return {"serviceAccountName": account, "containers": [container("app")]}
 
 

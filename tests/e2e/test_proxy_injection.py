@@ -16,9 +16,9 @@ import pytest
 
 from tests.e2e.conftest import ApiError, ControlPlane, Registered, wait_until
 from tests.e2e.pods import pod
+from tests.e2e.test_pods import sidecar_injector  # noqa: F401 - a fixture this module uses too
 from tests.e2e.tokens import request_token
 from tests.tools import REPO
-from tests.e2e.test_pods import sidecar_injector  # noqa: F401 - a fixture this module uses too
 
 pytestmark = pytest.mark.e2e
 
