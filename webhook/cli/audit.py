@@ -19,7 +19,7 @@ from webhook.core.contract import Contract
 from webhook.core.wire import Json
 from webhook.install.deployment import NAMESPACE
 
-RBAC_HINT = "see manifests/audit/ for the exact RBAC (list only)"
+RBAC_HINT = "see manifests/audit/ for the exact RBAC (list, and create on subjectaccessreviews)"
 
 
 def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
