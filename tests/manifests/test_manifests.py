@@ -6,6 +6,7 @@ import kubernetes_validate
 import pytest
 
 from tests.manifests.conftest import MANIFESTS, Render, by_kind, source_documents, with_components
+from webhook.cli.options import load
 from webhook.core.contract import PROTECT_KEYS, Contract
 from webhook.core.wire import Json
 from webhook.install.certs import CertRequest
@@ -124,6 +125,15 @@ def test_the_older_clusters_component_drops_match_conditions_only(render: Render
     older = webhook_of(render(with_components(rendered_tree, "overlays/cert-manager", "no-match-conditions")))
     del plain["matchConditions"]
     assert older == plain
+
+
+def test_the_older_clusters_component_tells_the_server_there_are_no_native_sidecars(
+    render: Render, rendered_tree: Path
+) -> None:
+    objects = render(with_components(rendered_tree, "overlays/cert-manager", "no-match-conditions"))
+    env = by_kind(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "TOKEN_PROJECTOR_NATIVE_SIDECARS", "value": "false"} in env
+    assert load(Contract, environ={entry["name"]: entry["value"] for entry in env}).native_sidecars is False
 
 
 def test_the_deployment_runs_hardened_and_non_root_with_no_api_credential(render: Render) -> None:
