@@ -43,7 +43,7 @@ def pod_with(annotations: dict[str, str]) -> Json:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.one_of(
-        st.fixed_dictionaries({}, optional={key: VALUES for key in PROTECT_KEYS}),
+        st.fixed_dictionaries({}, optional=dict.fromkeys(PROTECT_KEYS, VALUES)),
         # Mostly right, one value drawn: what is admitted is checked as thoroughly as what is refused.
         st.fixed_dictionaries(
             {"protect-port": st.sampled_from(["http", "8080", "9000"]), "protect-audience": VALUES},
