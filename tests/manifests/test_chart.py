@@ -28,6 +28,7 @@ from tests.manifests.chart import (
     values_file,
 )
 from tests.manifests.conftest import Render, by_kind
+from webhook import __version__
 from webhook.core.contract import Contract
 from webhook.core.wire import Json
 from webhook.install import deployment
@@ -360,7 +361,7 @@ def test_an_api_server_without_match_conditions_is_refused_naming_the_value_that
 
 def test_the_proxy_image_default_is_the_image_the_chart_and_the_kustomize_base_run(render: Render) -> None:
     app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
-    assert Contract().proxy_image == f"token-projector:{app_version}"
+    assert Contract().proxy_image == f"token-projector:{app_version}" == f"token-projector:{__version__}"
     assert by_kind(render("base"), "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"] == (
         Contract().proxy_image
     )
