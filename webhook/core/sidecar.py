@@ -30,7 +30,7 @@ from webhook.core.contract import (
 from webhook.core.kubernetes import SERVICE_ACCOUNT_MOUNT_PATH
 from webhook.core.legacy import find_api_token_volumes
 from webhook.core.messages import invalid, shown
-from webhook.core.pod import containers_of, same_path, service_account_of
+from webhook.core.pod import annotations_of, containers_of, same_path, service_account_of
 from webhook.core.wire import AddOp, Json
 from webhook.errors import Denied
 
@@ -106,7 +106,7 @@ def plan_proxy(pod: Json, protection: Protection, *, contract: Contract, asks_fo
             return []
         raise invalid(
             f"the Pod already has a container named {PROXY_CONTAINER!r} that is not the proxy its annotations "
-            f"({', '.join(_set(pod_annotations(pod), contract))}) ask for; token-projector needs that name for it: "
+            f"({', '.join(_set(annotations_of(pod), contract))}) ask for; token-projector needs that name for it: "
             "rename that container, or remove it and let the webhook add the proxy"
         )
     init = pod["spec"].get("initContainers")
@@ -156,10 +156,6 @@ def proxy_container(pod: Json, protection: Protection, *, contract: Contract, ap
         },
         "volumeMounts": [{"name": api_volume, "mountPath": SERVICE_ACCOUNT_MOUNT_PATH, "readOnly": True}],
     }
-
-
-def pod_annotations(pod: Json) -> dict[str, str]:
-    return ((pod.get("metadata") or {}).get("annotations")) or {}
 
 
 def has_proxy_container(pod: Json) -> bool:
@@ -213,12 +209,12 @@ def _declared_port(pod: Json, value: str, *, key: str) -> int:
                         f"{container['name']!r}; the proxy speaks HTTP over TCP: name a TCP port"
                     )
                 return number
-    return _undeclared(value, key=key, declared=declared)
+    raise _undeclared(value, key=key, declared=declared)
 
 
-def _undeclared(value: str, *, key: str, declared: list[str]) -> int:
+def _undeclared(value: str, *, key: str, declared: list[str]) -> Denied:
     ports = ", ".join(declared) if declared else "none"
-    raise invalid(
+    return invalid(
         f"annotation {key} is {shown(value)}, a port no container of the Pod declares (declared: {ports}); "
         "declare the app's port in its container, e.g. ports: [{name: http, containerPort: 8080}], and name it "
         f"here, e.g. {key}: http"
