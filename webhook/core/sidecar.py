@@ -99,7 +99,7 @@ def read_protection(pod: Json, annotations: dict[str, str], contract: Contract) 
 def plan_proxy(pod: Json, protection: Protection, *, contract: Contract, asks_for_token: bool) -> list[AddOp]:
     """The op that adds the proxy to ``pod`` (none when it is there); raises ``Denied`` on a conflict."""
     existing = next((c for _, _, c in containers_of(pod) if c["name"] == PROXY_CONTAINER), None)
-    wanted = proxy_container(pod, protection, contract=contract, api_volume=_api_volume(pod, contract, asks_for_token))
+    wanted = proxy_container(protection, contract=contract, api_volume=_api_volume(pod, contract, asks_for_token))
     _check_ports(pod, protection, contract=contract)
     if existing is not None:
         if _is_proxy(existing, wanted):
@@ -115,7 +115,7 @@ def plan_proxy(pod: Json, protection: Protection, *, contract: Contract, asks_fo
     return [{"op": "add", "path": "/spec/initContainers/-", "value": wanted}]
 
 
-def proxy_container(pod: Json, protection: Protection, *, contract: Contract, api_volume: str) -> Json:
+def proxy_container(protection: Protection, *, contract: Contract, api_volume: str) -> Json:
     """The sidecar, as it is added to the Pod: restricted, probed, resourced, with the Pod's API token only."""
     args = [
         f"--upstream=http://127.0.0.1:{protection.port}",
