@@ -1,6 +1,7 @@
 """The verifying proxy as a native sidecar: what a Pod with the protect annotations gets, and every refusal."""
 
 import copy
+import json
 from typing import Any
 
 import kubernetes_validate
@@ -13,6 +14,8 @@ from webhook.cli.command import parser
 from webhook.cli.options import load
 from webhook.cli.proxy import ProxySettings
 from webhook.core.contract import Contract
+from webhook.core.review import review
+from webhook.core.service_accounts import AccountAnnotations
 from webhook.core.sidecar import PROXY_CONTAINER, _allow
 from webhook.core.wire import Json
 from webhook.errors import Denied
@@ -335,3 +338,15 @@ def test_another_container_named_like_the_proxy_is_refused() -> None:
 def test_the_refusals_never_quote_a_value_longer_than_a_message_allows() -> None:
     text = message(protected(annotations={"token-projector.io/protect-port": "x" * 10_000}))
     assert len(text) < 1000
+
+
+def test_a_protect_annotation_on_a_serviceaccount_is_ignored_with_a_warning_that_says_where_it_belongs() -> None:
+    account = AccountAnnotations(namespace="api", name="secret-store", annotations=dict(PROTECT))
+    body = admission_review(make_pod(app(), annotations=annotated(), volumes=[api_volume()]))
+    response = review(body, DEFAULT, service_account=account).response["response"]
+    assert response["allowed"]
+    assert "initContainers" not in json.dumps(ops_of(review(body, DEFAULT, service_account=account)))
+    assert (
+        "annotation token-projector.io/protect-port on ServiceAccount api/secret-store was ignored: it asks for the "
+        "verifying proxy before a Pod's port, so it belongs on the Pod (template)"
+    ) in response["warnings"]
