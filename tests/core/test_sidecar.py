@@ -350,3 +350,10 @@ def test_a_protect_annotation_on_a_serviceaccount_is_ignored_with_a_warning_that
         "annotation token-projector.io/protect-port on ServiceAccount api/secret-store was ignored: it asks for the "
         "verifying proxy before a Pod's port, so it belongs on the Pod (template)"
     ) in response["warnings"]
+
+
+@pytest.mark.parametrize("hostile", [{}, [8443], "8443", None, 8443.0, True])
+def test_a_container_port_of_any_json_type_is_passed_over_never_a_crash(hostile: object) -> None:
+    other = container("other", ports=[{"containerPort": hostile}, "not an object", {"name": ["x"]}])
+    body = protected(app(), other)
+    assert proxy_of(patched(body))["name"] == PROXY_CONTAINER

@@ -258,7 +258,7 @@ def _check_ports(pod: Json, protection: Protection, *, contract: Contract) -> No
             continue
         for port in _ports_of(container):
             number, name = port.get("containerPort"), port.get("name")
-            if number in ours:
+            if type(number) is int and number in ours:
                 setting = ours[number]
                 app = " (the port it protects)" if number == protection.port else ""
                 raise invalid(
@@ -283,7 +283,7 @@ def _api_volume(pod: Json, contract: Contract, asks_for_token: bool) -> str:
             f"({contract.annotation(PROTECT_PORT_KEY)}), and this cluster's token-projector runs in strict mode: "
             "a Pod that asks for an audience token may hold no Kubernetes API credential, and the proxy needs the "
             "Pod's service account token for its TokenReviews. Fix: run the caller and the protected service in "
-            "separate Pods (or with separate ServiceAccounts), or remove one of the two requests"
+            "separate Pods, or remove one of the two requests"
         )
     volumes = find_api_token_volumes(pod)
     mounted = {
