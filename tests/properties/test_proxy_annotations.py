@@ -70,3 +70,24 @@ def test_any_protect_annotations_are_answered_by_a_valid_patch_or_a_bounded_deni
     patched = jsonpatch.apply_patch(copy.deepcopy(body["request"]["object"]), ops)
     kubernetes_validate.validate(patched, "1.37.0", strict=True)
     assert ops_of(run(admission_review(patched))) == []
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.one_of(JSON, st.fixed_dictionaries({}, optional={"containerPort": JSON, "name": JSON, "protocol": JSON})),
+        max_size=4,
+    )
+)
+def test_ports_of_any_json_shape_in_another_container_are_answered_never_a_crash(ports: list[object]) -> None:
+    pod = pod_with({CONTRACT.annotation(key): value for key, value in zip(PROTECT_KEYS, ("http", "store", "a/b"))})
+    pod["spec"]["containers"].append(container("other", ports=ports))
+    response = run(admission_review(pod)).response["response"]
+    assert response["allowed"] or response["status"]["code"] == 422
