@@ -87,7 +87,9 @@ JSON = st.recursive(
     )
 )
 def test_ports_of_any_json_shape_in_another_container_are_answered_never_a_crash(ports: list[object]) -> None:
-    pod = pod_with({CONTRACT.annotation(key): value for key, value in zip(PROTECT_KEYS, ("http", "store", "a/b"), strict=True)})
+    pod = pod_with(
+        {CONTRACT.annotation(key): value for key, value in zip(PROTECT_KEYS, ("http", "store", "a/b"), strict=True)}
+    )
     pod["spec"]["containers"].append(container("other", ports=ports))
     response = run(admission_review(pod)).response["response"]
     assert response["allowed"] or response["status"]["code"] == 422
