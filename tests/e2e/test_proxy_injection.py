@@ -10,6 +10,7 @@ import contextlib
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -36,6 +37,16 @@ RESTRICTED = {
     "capabilities": {"drop": ["ALL"]},
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _no_protected_pods_left(control_plane: ControlPlane) -> Iterator[None]:
+    """Delete this module's protected Pods at its end: other modules audit every namespace of the one cluster."""
+    yield
+    for stored in control_plane.request("GET", "/api/v1/pods")["items"]:
+        if PROTECT.keys() & (stored["metadata"].get("annotations") or {}).keys():
+            metadata = stored["metadata"]
+            control_plane.request("DELETE", f"/api/v1/namespaces/{metadata['namespace']}/pods/{metadata['name']}")
 
 
 def protected(name: str = "secret-store", **kw: Any) -> dict[str, Any]:
