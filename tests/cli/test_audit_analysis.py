@@ -130,6 +130,6 @@ def test_the_table_says_what_could_not_be_read_and_where() -> None:
     report = analyse(Inventory(namespace=None, lists={"pods": []}, unread=[unread]), DEFAULT)
     table = render(report)
     assert "LEGACY TOKEN SECRETS (0) - NOT READ, see below" in table
-    assert "NOT READ (1); see manifests/audit/ for the exact RBAC (list only)" in table
+    assert "NOT READ (1); see manifests/audit/ for the exact RBAC (list, and create on subjectaccessreviews)" in table
     assert 'secrets   cluster-wide  secrets is forbidden: User "x" cannot list' in table
     assert report["summary"]["notRead"] == 1

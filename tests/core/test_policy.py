@@ -102,11 +102,12 @@ def test_the_legacy_token_policy_and_scope_decide_which_pods_the_validating_poli
     def conditions(spec: dict[str, object]) -> list[str]:
         return [c["name"] for c in spec["matchConditions"]]  # type: ignore[attr-defined]
 
-    assert conditions(validating()) == ["not-a-mirror-pod", "has-audience-annotation"]
+    # The refusing policy also sees a Pod that carries only the verifying proxy's annotations, to refuse it.
+    assert conditions(validating()) == ["not-a-mirror-pod", "has-opt-in-annotation"]
     assert conditions(validating(legacy_token_scope="all")) == ["not-a-mirror-pod"]
     assert conditions(validating(legacy_token_scope="all", legacy_token_policy="warn")) == [
         "not-a-mirror-pod",
-        "has-audience-annotation",
+        "has-opt-in-annotation",
     ]
     warnings = admission_policies(Contract(legacy_token_scope="all", legacy_token_policy="off"), **SCOPE)[4]["spec"]
     assert conditions(warnings) == ["not-a-mirror-pod"], "the webhook sees every Pod, and warns on any"
@@ -130,12 +131,12 @@ def test_legacy_tokens_under_warn_are_a_warning_of_the_warning_policy_and_no_ref
 
 
 def test_an_annotation_the_contract_knows_and_the_policies_do_not_implement_is_refused_naming_it() -> None:
-    contract = Contract()
-    assert "asks for what only" not in rendered(contract), "every annotation known today is implemented"
-    # As a feature added to the webhook (a sidecar on an annotation) would make it known.
-    contract.__dict__["known_annotations"] = contract.known_annotations | {"token-projector.io/sidecar"}
-    refusal = json.dumps(admission_policies(contract, **SCOPE)[2]["spec"]["validations"])
-    assert "['token-projector.io/sidecar'].filter(k, k in variables.annotations)" in refusal
+    # The verifying proxy's annotations are the webhook's only (a sidecar the policies do not add).
+    refusal = json.dumps(admission_policies(Contract(), **SCOPE)[2]["spec"]["validations"])
+    protect = (
+        "['token-projector.io/protect-allow', 'token-projector.io/protect-audience', 'token-projector.io/protect-port']"
+    )
+    assert f"{protect}.filter(k, k in variables.annotations)" in refusal
     assert "only the token-projector webhook engine does" in refusal
 
 

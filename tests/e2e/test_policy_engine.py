@@ -195,3 +195,17 @@ def test_an_annotation_only_the_webhook_implements_is_refused_by_the_policies_na
         assert engines.by_policy(pod({AUDIENCE: "data-store"})).pod is not None
     finally:
         uninstall(engines)
+
+
+def test_a_pod_with_only_the_proxys_annotations_is_refused_by_the_policies_never_admitted_unprotected(
+    engines: Engines,
+) -> None:
+    protect = {
+        Contract().annotation("protect-port"): "http",
+        Contract().annotation("protect-audience"): "secret-store",
+        Contract().annotation("protect-allow"): "api/api",
+    }
+    result = kubectl_create(engines.plane, engines.policy_namespace, pod(protect))
+    assert result.returncode != 0, result.stdout
+    assert "asks for what only the token-projector webhook engine does" in result.stderr, result.stderr
+    assert "token-projector.io/protect-port" in result.stderr

@@ -31,7 +31,9 @@ def test_the_service_form_calls_the_in_cluster_service_with_our_ca() -> None:
     assert webhook["rules"][0]["operations"] == ["CREATE"]
     assert webhook["rules"][0]["resources"] == ["pods"]
     assert webhook["matchConditions"][0]["expression"] == (
-        "has(object.metadata.annotations) && 'token-projector.io/audience' in object.metadata.annotations"
+        "has(object.metadata.annotations) && ['token-projector.io/audience', 'token-projector.io/protect-port', "
+        "'token-projector.io/protect-audience', 'token-projector.io/protect-allow']"
+        ".exists(k, k in object.metadata.annotations)"
     )
 
 
@@ -52,7 +54,8 @@ def test_a_custom_annotation_prefix_is_what_the_match_condition_looks_for() -> N
     webhook = webhook_configuration(ca_bundle="", contract=Contract(annotation_prefix="tokens.example.com"))[
         "webhooks"
     ][0]
-    assert "'tokens.example.com/audience' in object.metadata.annotations" in webhook["matchConditions"][0]["expression"]
+    expression = webhook["matchConditions"][0]["expression"]
+    assert "['tokens.example.com/audience', 'tokens.example.com/protect-port', " in expression
 
 
 def test_an_object_with_the_api_servers_defaults_added_is_up_to_date() -> None:

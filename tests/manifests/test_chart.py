@@ -28,6 +28,7 @@ from tests.manifests.chart import (
     values_file,
 )
 from tests.manifests.conftest import Render, by_kind
+from webhook import __version__
 from webhook.core.contract import Contract
 from webhook.core.wire import Json
 from webhook.install import deployment
@@ -177,7 +178,7 @@ def test_the_charts_own_defaults_are_the_servers_and_the_installs() -> None:
     assert values["certificates"]["helm"]["validityDays"] == deployment.SERVING_VALIDITY_DAYS
     assert all(value is None for value in values["contract"].values()), "null leaves the server's default"
     condition = one(template(), "MutatingWebhookConfiguration")["webhooks"][0]["matchConditions"][0]["expression"]
-    assert f"'{Contract().annotation('audience')}' in object.metadata.annotations" in condition
+    assert f"['{Contract().annotation('audience')}', '{Contract().annotation('protect-port')}', " in condition
 
 
 def contract_args(objects: list[Json]) -> list[str]:
@@ -282,7 +283,15 @@ def test_placement_values_reach_the_pods_without_moving_the_selector() -> None:
     assert container["image"] == "registry.example.com/security/token-projector@sha256:" + "0123456789abcdef" * 4
     assert container["imagePullPolicy"] == "Always"
     assert container["resources"]["limits"] == {"memory": "384Mi"}
-    assert container["args"] == ["--log-level", "warning", "--cert-reload-seconds", "5"]
+    # The verifying proxy the webhook injects runs the image this release runs, mirror and digest included.
+    assert container["args"] == [
+        "--log-level",
+        "warning",
+        "--proxy-image",
+        container["image"],
+        "--cert-reload-seconds",
+        "5",
+    ]
     assert workload["spec"]["replicas"] == 3
     assert pod["priorityClassName"] == "platform-critical"
     assert pod["imagePullSecrets"] == [{"name": "registry-credentials"}]
@@ -348,3 +357,29 @@ def test_an_api_server_without_match_conditions_is_refused_naming_the_value_that
     older = template("--kube-version", "1.27.3", *values_file("no-match-conditions"))
     assert "matchConditions" not in webhook_of(older)
     assert webhook_of(template("--kube-version", "1.28.0"))["matchConditions"]
+
+
+def test_the_proxy_image_default_is_the_image_the_chart_and_the_kustomize_base_run(render: Render) -> None:
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    assert Contract().proxy_image == f"token-projector:{app_version}" == f"token-projector:{__version__}"
+    assert by_kind(render("base"), "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"] == (
+        Contract().proxy_image
+    )
+    assert "--proxy-image" not in contract_args(template())
+    mirrored = contract_args(template("--set", "image.repository=registry.example.com/tp", "--set", "image.tag=1.2"))
+    assert mirrored == ["--proxy-image", "registry.example.com/tp:1.2"]
+    chosen = contract_args(template("--set", "contract.proxyImage=registry.example.com/proxy:9"))
+    assert chosen == ["--proxy-image", "registry.example.com/proxy:9"]
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["--kube-version", "1.28.4"], ["--no-native-sidecars"]),
+        (["--kube-version", "1.29.0"], []),
+        (["--kube-version", "1.28.4", "--set", "contract.nativeSidecars=true"], ["--native-sidecars"]),
+        (["--kube-version", "1.33.0", "--set", "contract.nativeSidecars=false"], ["--no-native-sidecars"]),
+    ],
+)
+def test_native_sidecars_follow_the_clusters_version_unless_set(args: list[str], flag: list[str]) -> None:
+    assert contract_args(template(*args)) == flag

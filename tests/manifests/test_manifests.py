@@ -6,7 +6,8 @@ import kubernetes_validate
 import pytest
 
 from tests.manifests.conftest import MANIFESTS, Render, by_kind, source_documents, with_components
-from webhook.core.contract import Contract
+from webhook.cli.options import load
+from webhook.core.contract import PROTECT_KEYS, Contract
 from webhook.core.wire import Json
 from webhook.install.certs import CertRequest
 from webhook.install.deployment import NAMESPACE, OPT_OUT_LABEL, SERVICE_NAME, WEBHOOK_NAME
@@ -88,13 +89,13 @@ def test_kube_system_and_the_webhooks_own_namespace_are_never_sent_and_namespace
     assert {"key": OPT_OUT_LABEL, "operator": "NotIn", "values": ["true"]} in expressions
 
 
-def test_only_pods_with_the_audience_annotation_are_sent(render: Render) -> None:
+def test_only_pods_with_the_audience_annotation_or_a_protect_annotation_are_sent(render: Render) -> None:
     conditions = webhook_of(render("overlays/cert-manager"))["matchConditions"]
-    key = Contract().annotation("audience")
+    keys = ", ".join(f"'{Contract().annotation(key)}'" for key in ("audience", *PROTECT_KEYS))
     assert conditions == [
         {
-            "name": "has-audience-annotation",
-            "expression": f"has(object.metadata.annotations) && '{key}' in object.metadata.annotations",
+            "name": "has-opt-in-annotation",
+            "expression": f"has(object.metadata.annotations) && [{keys}].exists(k, k in object.metadata.annotations)",
         }
     ]
 
@@ -124,6 +125,15 @@ def test_the_older_clusters_component_drops_match_conditions_only(render: Render
     older = webhook_of(render(with_components(rendered_tree, "overlays/cert-manager", "no-match-conditions")))
     del plain["matchConditions"]
     assert older == plain
+
+
+def test_the_older_clusters_component_tells_the_server_there_are_no_native_sidecars(
+    render: Render, rendered_tree: Path
+) -> None:
+    objects = render(with_components(rendered_tree, "overlays/cert-manager", "no-match-conditions"))
+    env = by_kind(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "TOKEN_PROJECTOR_NATIVE_SIDECARS", "value": "false"} in env
+    assert load(Contract, environ={entry["name"]: entry["value"] for entry in env}).native_sidecars is False
 
 
 def test_the_deployment_runs_hardened_and_non_root_with_no_api_credential(render: Render) -> None:

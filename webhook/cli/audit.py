@@ -19,7 +19,7 @@ from webhook.core.contract import Contract
 from webhook.core.wire import Json
 from webhook.install.deployment import NAMESPACE
 
-RBAC_HINT = "see manifests/audit/ for the exact RBAC (list only)"
+RBAC_HINT = "see manifests/audit/ for the exact RBAC (list, and create on subjectaccessreviews)"
 
 
 def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         context=args.context,
         namespace=args.namespace,
         webhook_namespace=args.webhook_namespace,
+        contract=contract,
     )
     report = analyse(inventory, contract)
     for unread in report["notRead"]:
@@ -177,6 +178,20 @@ def render(report: Json) -> str:
             ("NAMESPACE/NAME", "WARNING"), [(f"{v['namespace']}/{v['name']}", "; ".join(v["warnings"])) for v in vault]
         )
     )
+    unreviewed = report["protectedWithoutTokenReview"]
+    out.append(
+        _section(
+            f"PROTECTED WORKLOADS WHOSE SERVICEACCOUNT MAY NOT CREATE TOKENREVIEWS ({len(unreviewed)}); their proxy "
+            "answers 503 to every caller: bind the account to the audience-token-reviewer ClusterRole (docs/proxy.md)",
+            "subjectaccessreviews.authorization.k8s.io" in _unread(report),
+        )
+    )
+    out.append(
+        table(
+            ("NAMESPACE/SERVICEACCOUNT", "PROTECTED"),
+            [(f"{u['namespace']}/{u['serviceAccount']}", ", ".join(u["protected"])) for u in unreviewed],
+        )
+    )
     if report["notRead"]:
         out.append(_section(f"NOT READ ({len(report['notRead'])}); {RBAC_HINT}", False))
         out.append(
@@ -190,7 +205,9 @@ def render(report: Json) -> str:
         f"\n{summary['refused']} would be refused now, {summary['refusedWithScopeAll']} with --legacy-token-scope all; "
         f"{summary['legacyTokenSecrets']} legacy token Secrets; {summary['optedInWithoutToken']} opted-in Pods "
         f"without their token; {summary['withoutServiceAccountsToken']} Pods without their ServiceAccount's token; "
-        f"{summary['vaultAgentPods']} Vault Agent Pods to fix; {summary['notRead']} lists not read.\n"
+        f"{summary['vaultAgentPods']} Vault Agent Pods to fix; "
+        f"{summary['protectedWithoutTokenReview']} protected workloads' accounts without TokenReview permission; "
+        f"{summary['notRead']} lists not read.\n"
     )
     return "".join(out)
 

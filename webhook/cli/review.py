@@ -23,7 +23,7 @@ from webhook.cli.options import add_arguments, load
 from webhook.cli.report import OUTPUTS, as_json, as_yaml, as_yaml_stream, table
 from webhook.core.contract import Contract
 from webhook.core.pod import service_account_of
-from webhook.core.review import AUDIT_INJECTED, Reviewed, review, review_body
+from webhook.core.review import AUDIT_INJECTED, AUDIT_PROXY, Reviewed, review, review_body
 from webhook.core.service_accounts import AccountAnnotations
 from webhook.core.vault import vault_warnings
 from webhook.core.wire import Json
@@ -266,6 +266,10 @@ def _unreadable(entry: Entry) -> Row:
     return Row(entry=entry, kind="-", namespace="-", name="-", outcome=UNREADABLE, message=entry.error or "")
 
 
+_SHOWN = (AUDIT_INJECTED, AUDIT_PROXY)
+"""What an allowed row's message says the webhook added: the token, and the verifying proxy."""
+
+
 def _row(entry: Entry, kind: str, reviewed: Reviewed, *, namespace: str, name: str) -> Row:
     response = reviewed.response["response"]
     warnings = list(response.get("warnings", ()))
@@ -274,7 +278,10 @@ def _row(entry: Entry, kind: str, reviewed: Reviewed, *, namespace: str, name: s
     elif warnings:
         message = "; ".join(warnings)
     else:
-        message = response.get("auditAnnotations", {}).get(AUDIT_INJECTED, "")
+        audit = response.get("auditAnnotations", {})
+        message = "; ".join(
+            f"{key}: {audit[key]}" if key == AUDIT_PROXY else audit[key] for key in _SHOWN if key in audit
+        )
     return Row(
         entry=entry,
         kind=kind,

@@ -47,7 +47,7 @@ def read_token_spec(annotations: dict[str, str], contract: Contract) -> TokenSpe
     if "," in value:
         audiences = _audience_list(value, key=audience_key, contract=contract)
     else:
-        _check_audience(value, key=audience_key, contract=contract)
+        check_audience(value, key=audience_key, contract=contract)
         audiences = (value,)
     return TokenSpec(
         audiences=audiences,
@@ -62,7 +62,7 @@ def unknown_annotations(annotations: dict[str, str], contract: Contract) -> list
     return sorted([key for key in annotations if key.startswith(prefix) and key not in known])
 
 
-def _check_audience(audience: str, *, key: str, contract: Contract) -> None:
+def check_audience(audience: str, *, key: str, contract: Contract) -> None:
     """The rules for one audience, said as they always were for an annotation that holds one."""
     if not audience.strip():
         # An empty audience does not fail at the API server: it silently mints a token for the

@@ -16,6 +16,7 @@ from typing import Any
 from webhook.core.contract import AUDIENCE_KEY, Contract
 from webhook.core.review import review
 from webhook.core.service_accounts import INHERITED_KEYS, AccountAnnotations, token_annotations
+from webhook.core.sidecar import asks_for_proxy
 from webhook.core.vault import vault_warnings
 from webhook.core.wire import Json
 from webhook.core.workloads import TEMPLATE_PATHS, admission_review, review_object
@@ -65,6 +66,9 @@ class Inventory:
     """Namespaces the webhook is never called for (kube-system, its own, opted out)."""
     service_account_namespaces: frozenset[str] | None = None
     """Namespaces labelled for ServiceAccount opt-in; None when the namespaces could not be read."""
+    token_reviewers: dict[tuple[str, str], bool] = field(default_factory=dict)
+    """For each (namespace, ServiceAccount) of a protected workload, whether the API server said (by a
+    SubjectAccessReview) that it may create TokenReviews; an account not asked about is absent."""
 
 
 def analyse(inventory: Inventory, contract: Contract) -> Json:
@@ -150,6 +154,12 @@ def analyse(inventory: Inventory, contract: Contract) -> Json:
         if (names := [str(s.get("name")) for s in sa.get("secrets") or () if isinstance(s, dict) and s.get("name")])
     ]
 
+    without_reviews = [
+        {"namespace": namespace, "serviceAccount": account, "protected": protected}
+        for (namespace, account), protected in sorted(protected_accounts(lists, contract).items())
+        if inventory.token_reviewers.get((namespace, account)) is False
+    ]
+
     def refused(rows: list[Json], key: str) -> int:
         return sum(
             1 for row in rows if key in row and row[key]["outcome"] in ("denied", "invalid") and not row["exempt"]
@@ -171,6 +181,7 @@ def analyse(inventory: Inventory, contract: Contract) -> Json:
         "annotatedServiceAccounts": annotated_accounts,
         "podsWithoutTheirServiceAccountsToken": lacking,
         "vaultAgentPods": vault,
+        "protectedWithoutTokenReview": without_reviews,
         "notRead": [dataclasses.asdict(u) for u in inventory.unread],
         "summary": {
             "refused": refused(pods, "current") + refused(workloads, "current"),
@@ -181,6 +192,7 @@ def analyse(inventory: Inventory, contract: Contract) -> Json:
             "optedInWithoutToken": sum(1 for row in opted_in if not row["hasToken"]),
             "withoutServiceAccountsToken": len(lacking),
             "vaultAgentPods": len(vault),
+            "protectedWithoutTokenReview": len(without_reviews),
             "notRead": len(inventory.unread),
         },
     }
@@ -295,6 +307,28 @@ def _notable(verdicts: dict[str, Json]) -> bool:
 
 def _exempt(inventory: Inventory, namespace: str) -> Json:
     return {"exempt": namespace in inventory.exempt_namespaces}
+
+
+def protected_accounts(lists: dict[str, list[Json]], contract: Contract) -> dict[tuple[str, str], list[str]]:
+    """The ServiceAccount of each Pod and workload that asks for the verifying proxy, with what asks (``Kind name``).
+
+    The proxy's TokenReviews run as that account: the audit asks the API server whether it may.
+    """
+    found: dict[tuple[str, str], list[str]] = {}
+    objects = [("Pod", pod, pod.get("metadata"), pod.get("spec")) for pod in lists.get("pods", [])]
+    for kind, obj in _workloads(lists):
+        template: Any = obj
+        for part in TEMPLATE_PATHS[kind][1]:
+            template = template.get(part) if isinstance(template, dict) else None
+        if isinstance(template, dict):
+            objects.append((kind, obj, template.get("metadata"), template.get("spec")))
+    for kind, obj, metadata, spec in objects:
+        annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+        if not isinstance(annotations, dict) or not isinstance(spec, dict) or not asks_for_proxy(annotations, contract):
+            continue
+        account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+        found.setdefault((_meta(obj, "namespace"), str(account)), []).append(f"{kind} {_meta(obj, 'name')}")
+    return found
 
 
 def _workloads(lists: dict[str, list[Json]]) -> Iterator[tuple[str, Json]]:

@@ -29,7 +29,14 @@ ENV_PREFIX = "TOKEN_PROJECTOR_"
 AUDIENCE_KEY = "audience"
 EXPIRATION_KEY = "expiration-seconds"
 SKIP_CONTAINERS_KEY = "skip-containers"
-ANNOTATION_KEYS = (AUDIENCE_KEY, EXPIRATION_KEY, SKIP_CONTAINERS_KEY)
+# A Pod asks for the verifying proxy (webhook.core.sidecar) with these three.
+PROTECT_PORT_KEY = "protect-port"
+PROTECT_AUDIENCE_KEY = "protect-audience"
+PROTECT_ALLOW_KEY = "protect-allow"
+PROTECT_KEYS = (PROTECT_PORT_KEY, PROTECT_AUDIENCE_KEY, PROTECT_ALLOW_KEY)
+ANNOTATION_KEYS = (AUDIENCE_KEY, EXPIRATION_KEY, SKIP_CONTAINERS_KEY, *PROTECT_KEYS)
+OPT_IN_KEYS = (AUDIENCE_KEY, *PROTECT_KEYS)
+"""Any one of these makes the webhook act on a Pod: the registration's matchConditions send Pods that carry one."""
 
 LegacyTokenPolicy = Literal["deny", "warn", "off"]
 LegacyTokenScope = Literal["annotated", "all"]
@@ -136,6 +143,20 @@ class Contract:
         "Also deny annotated Pods that still automount the Kubernetes API token "
         "(kube-api-access-* volume): they asked for an audience token and need no API credential.",
     )
+    proxy_image: str = setting(
+        "token-projector:0.1.0",
+        "Image of the verifying proxy the webhook adds to a Pod annotated PREFIX/protect-port (docs/proxy.md): "
+        "the webhook's own image, which carries the proxy command (the Helm chart passes the image it deploys).",
+    )
+    proxy_port: int = setting(
+        8443, "Port the injected proxy listens on (its container port named token-proxy, which the Service targets)."
+    )
+    proxy_probe_port: int = setting(8444, "Port of the injected proxy's /healthz, /readyz and /metrics.")
+    native_sidecars: bool = setting(
+        True,
+        "The cluster runs native sidecars (Kubernetes 1.29+): the proxy is added as one. false (older clusters, "
+        "which would drop its restartPolicy: Always and never start the Pod): a Pod asking for it is refused.",
+    )
 
     def __post_init__(self) -> None:
         if not _DNS_SUBDOMAIN.match(self.annotation_prefix):
@@ -158,6 +179,13 @@ class Contract:
                 self.dir_env_var,
                 allowed=f"an environment variable name ([A-Za-z_][A-Za-z0-9_]*) other than env_var ({self.env_var})",
             )
+        for name in ("proxy_port", "proxy_probe_port"):
+            if not 1 <= getattr(self, name) <= 65535:
+                bad_setting(name, getattr(self, name), allowed="a TCP port (1-65535)")
+        if self.proxy_probe_port == self.proxy_port:
+            bad_setting("proxy_probe_port", self.proxy_probe_port, allowed="a port other than proxy_port")
+        if not self.proxy_image or self.proxy_image != self.proxy_image.strip() or " " in self.proxy_image:
+            bad_setting("proxy_image", self.proxy_image, allowed="an image reference such as token-projector:0.1.0")
         if self.max_audiences < 1:
             bad_setting("max_audiences", self.max_audiences, allowed="a whole number of at least 1")
         if any(not pattern or "," in pattern for pattern in self.allowed_audiences):

@@ -21,6 +21,7 @@ from webhook.core.contract import (
     AUDIENCE_KEY,
     EXPIRATION_KEY,
     MAX_FILE_NAME_BYTES,
+    OPT_IN_KEYS,
     SKIP_CONTAINERS_KEY,
     Contract,
 )
@@ -202,7 +203,9 @@ class _Expressions:
         at = cel_string(target.rstrip("/"))
         return f"({path} == {at} || ({path}.startsWith({at}) && {path}.substring(size({at})).matches('^/+$')))"
 
-    def match_conditions(self, *, annotated_only: bool) -> list[Json]:
+    def match_conditions(self, *, annotated_only: bool, any_opt_in: bool = False) -> list[Json]:
+        """``any_opt_in``: also a Pod that carries only a webhook-only opt-in annotation (the verifying proxy's),
+        which the validating policy must see to refuse it, never admit it unprotected."""
         conditions = [
             {
                 "name": "not-a-mirror-pod",
@@ -210,7 +213,13 @@ class _Expressions:
                 f"{cel_string(MIRROR_POD_ANNOTATION)} in object.metadata.annotations)",
             }
         ]
-        if annotated_only:
+        if annotated_only and any_opt_in:
+            keys = cel_list([self.contract.annotation(key) for key in OPT_IN_KEYS])
+            carries = f"{keys}.exists(k, k in object.metadata.annotations)"
+            conditions.append(
+                {"name": "has-opt-in-annotation", "expression": f"has(object.metadata.annotations) && {carries}"}
+            )
+        elif annotated_only:
             conditions.append(
                 {
                     "name": "has-audience-annotation",
@@ -306,7 +315,7 @@ class _Expressions:
         return {
             "failurePolicy": "Fail",
             "matchConstraints": self.match_constraints(),
-            "matchConditions": self.match_conditions(annotated_only=not everywhere),
+            "matchConditions": self.match_conditions(annotated_only=not everywhere, any_opt_in=action == "Deny"),
             "variables": self.variables(),
             "validations": rules,
         }
@@ -393,6 +402,8 @@ class _Expressions:
                 f"'annotation ' + {used}.join(', ') + ' asks for what only the token-projector webhook engine does, "
                 "and this cluster enforces the contract with admission policies; remove it, or ask the cluster\\'s "
                 "administrators for the webhook engine (docs/admission-policy.md)'",
+                # Also on a Pod without the audience annotation: the proxy's annotations opt a Pod in by themselves.
+                annotated=False,
             )
         rule(
             f"size(variables.parts) <= {c.max_audiences}",

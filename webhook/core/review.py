@@ -21,6 +21,7 @@ from webhook.core.messages import kind_of, shown
 from webhook.core.mutation import plan_injection
 from webhook.core.pod import annotations_of, check_shape, display_name
 from webhook.core.service_accounts import AccountAnnotations, read_with_account
+from webhook.core.sidecar import PROXY_CONTAINER, has_proxy_container, plan_proxy, read_protection
 from webhook.core.wire import (
     ADMISSION_API_VERSIONS,
     AdmissionApiVersion,
@@ -34,6 +35,7 @@ from webhook.errors import Denied, InvalidReview
 AUDIT_INJECTED = "injected"
 """Audit annotation key; the API server prefixes it with the webhook's name."""
 AUDIT_LEGACY_TOKEN = "legacy-token"
+AUDIT_PROXY = "proxy-injected"
 
 
 class Reviewed(NamedTuple):
@@ -146,24 +148,38 @@ def _mutate(
         f"annotation {key} is not one token-projector knows and was ignored"
         for key in unknown_annotations(annotations, contract)
     ]
+    protection = read_protection(pod, annotations, contract)
+    proxy_ops = plan_proxy(pod, protection, contract=contract, asks_for_token=spec is not None) if protection else []
     legacy = apply_policy(pod, audiences=spec.audiences if spec else None, contract=contract)
     warnings += legacy
     if legacy:
         response["auditAnnotations"] = {AUDIT_LEGACY_TOKEN: "warned: " + "; ".join(legacy)}
-    outcome: Outcome = "unchanged"
+    ops = []
     if spec is not None:
+        if protection is not None and has_proxy_container(pod):
+            # The proxy needs no caller's token: on re-invocation it is left out, as on the first call.
+            spec = spec._replace(skip_containers=spec.skip_containers | {PROXY_CONTAINER})
         injection = plan_injection(pod, spec, contract=contract, absent=absent)
         warnings += injection.warnings
+        ops = injection.ops
         if injection.ops:
-            response["patchType"] = "JSONPatch"
-            response["patch"] = base64.b64encode(orjson.dumps(injection.ops)).decode("ascii")
             response.setdefault("auditAnnotations", {})[AUDIT_INJECTED] = (
                 # Every audience, comma-separated as in the annotation (an audience holds no comma).
                 f"volume={contract.volume_name} audience={','.join(spec.audiences)} "
                 f"expirationSeconds={spec.expiration_seconds} containers={','.join(injection.containers) or '-'}"
                 + (f" from={source.replace(' ', ':')}" if source else "")
             )
-            outcome = "mutated"
+    if proxy_ops and protection is not None:
+        ops = ops + proxy_ops
+        response.setdefault("auditAnnotations", {})[AUDIT_PROXY] = (
+            f"container={PROXY_CONTAINER} port={protection.port} audience={protection.audience} "
+            f"allow={','.join(protection.allow)}"
+        )
+    outcome: Outcome = "unchanged"
+    if ops:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(orjson.dumps(ops)).decode("ascii")
+        outcome = "mutated"
     if warnings:
         response["warnings"] = warnings
     return outcome, response

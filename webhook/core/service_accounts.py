@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 from webhook.core.annotations import TokenSpec, read_token_spec
-from webhook.core.contract import AUDIENCE_KEY, EXPIRATION_KEY, SKIP_CONTAINERS_KEY, Contract
+from webhook.core.contract import AUDIENCE_KEY, EXPIRATION_KEY, PROTECT_KEYS, SKIP_CONTAINERS_KEY, Contract
 from webhook.core.kubernetes import MIRROR_POD_ANNOTATION
 from webhook.core.messages import shown
 from webhook.errors import Denied
@@ -103,6 +103,8 @@ def read_with_account(
             why = (
                 "it names a Pod's containers, so it belongs on the Pod (template)"
                 if short == SKIP_CONTAINERS_KEY
+                else "it asks for the verifying proxy before a Pod's port, so it belongs on the Pod (template)"
+                if short in PROTECT_KEYS
                 else "it is not one token-projector knows"
             )
             warnings.append(f"annotation {key} on {account.where} was ignored: {why}")

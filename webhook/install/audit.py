@@ -12,7 +12,8 @@ from typing import Any
 
 import orjson
 
-from webhook.core.audit import Inventory, Unread
+from webhook.core.audit import Inventory, Unread, protected_accounts
+from webhook.core.contract import Contract
 from webhook.core.service_accounts import NAMESPACE_LABEL, NAMESPACE_LABEL_VALUE
 from webhook.core.wire import Json
 from webhook.errors import ClusterError
@@ -24,6 +25,8 @@ METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v
 """The Accept header that makes the API server send a list's metadata and nothing else."""
 TRACKING_CONFIGMAP = "kube-apiserver-legacy-service-account-token-tracking"
 """In kube-system; its ``since`` is the date from which the API server labels legacy tokens it sees used."""
+TOKEN_REVIEW_ATTRIBUTES = {"group": "authentication.k8s.io", "resource": "tokenreviews", "verb": "create"}
+"""What the verifying proxy does with its Pod's service account token: the permission the audit asks about."""
 PAGE = 500
 TIMEOUT_SECONDS = 30
 
@@ -94,6 +97,41 @@ class _Lister:
             raise ClusterError(f"cannot reach the Kubernetes API at {self.host}: {cause}") from None
         return None
 
+    def may_review_tokens(self, accounts: list[tuple[str, str]]) -> dict[tuple[str, str], bool]:
+        """Whether each (namespace, ServiceAccount) may create TokenReviews, as the API server answers a
+        SubjectAccessReview for it (so every authorizer the cluster runs is asked, not RBAC read by hand).
+        A refusal to answer is recorded in ``unread`` once, and the accounts left are not asked about."""
+        api = self.kube.client.AuthorizationV1Api(self.kube.api_client)
+        answers: dict[tuple[str, str], bool] = {}
+        for namespace, account in accounts:
+            body = {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SubjectAccessReview",
+                "spec": {
+                    "user": f"system:serviceaccount:{namespace}:{account}",
+                    "groups": ["system:serviceaccounts", f"system:serviceaccounts:{namespace}", "system:authenticated"],
+                    "resourceAttributes": TOKEN_REVIEW_ATTRIBUTES,
+                },
+            }
+            try:
+                response = api.create_subject_access_review(
+                    body, _preload_content=False, _request_timeout=TIMEOUT_SECONDS
+                )
+            except self.kube.api_exception as error:
+                status = getattr(error, "status", None)
+                if not status:
+                    raise ClusterError(
+                        f"cannot reach the Kubernetes API at {self.host}: {getattr(error, 'reason', error)}"
+                    ) from None
+                resource = "subjectaccessreviews.authorization.k8s.io"
+                self.unread.append(Unread(resource=resource, namespace=None, status=status, message=_said(error)))
+                return answers
+            except self.kube.transport_errors as error:
+                cause = getattr(error, "reason", None) or error
+                raise ClusterError(f"cannot reach the Kubernetes API at {self.host}: {cause}") from None
+            answers[(namespace, account)] = bool((orjson.loads(response.data).get("status") or {}).get("allowed"))
+        return answers
+
     @staticmethod
     def _keep(body: Json, *, resource: str, namespace: str | None, headers: Any) -> list[Json]:
         items: list[Json] = body.get("items") or []
@@ -120,8 +158,12 @@ def read_inventory(
     context: str | None,
     namespace: str | None,
     webhook_namespace: str = NAMESPACE,
+    contract: Contract | None = None,
 ) -> Inventory:
-    """Everything the audit needs from the cluster, and what it could not read."""
+    """Everything the audit needs from the cluster, and what it could not read.
+
+    With ``contract``, also whether each protected workload's ServiceAccount may create TokenReviews.
+    """
     kube = connect(kubeconfig=kubeconfig, context=context, command="audit", extra="audit")
     lister = _Lister(kube)
     lists: dict[str, list[Json]] = {}
@@ -148,6 +190,8 @@ def read_inventory(
             namespace="kube-system",
             field_selector=f"metadata.name={TRACKING_CONFIGMAP}",
         )
+        accounts = protected_accounts(lists, contract) if contract is not None else {}
+        reviewers = lister.may_review_tokens(sorted(accounts))
     finally:
         kube.api_client.close()
     exempt = {"kube-system", webhook_namespace}
@@ -173,6 +217,7 @@ def read_inventory(
         tracking_since=since,
         exempt_namespaces=frozenset(exempt),
         service_account_namespaces=opted_in,
+        token_reviewers=reviewers,
     )
 
 

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 from cryptography import x509
 
-from webhook.core.contract import AUDIENCE_KEY, Contract
+from webhook.core.contract import OPT_IN_KEYS, Contract
 from webhook.core.service_accounts import NAMESPACE_LABEL, NAMESPACE_LABEL_VALUE
 from webhook.core.wire import Json
 from webhook.errors import ClusterError, ConfigError
@@ -79,13 +79,9 @@ def webhook_configuration(
         "objectSelector": {},
     }
     if contract.legacy_token_scope == "annotated":
-        key = contract.annotation(AUDIENCE_KEY)
-        webhook["matchConditions"] = [
-            {
-                "name": "has-audience-annotation",
-                "expression": f"has(object.metadata.annotations) && '{key}' in object.metadata.annotations",
-            }
-        ]
+        keys = ", ".join(f"'{contract.annotation(key)}'" for key in OPT_IN_KEYS)
+        condition = f"has(object.metadata.annotations) && [{keys}].exists(k, k in object.metadata.annotations)"
+        webhook["matchConditions"] = [{"name": "has-opt-in-annotation", "expression": condition}]
     webhooks = [webhook]
     if service_account_opt_in:
         webhooks.append(_service_account_entry(webhook, url=url))

@@ -180,6 +180,8 @@ changed or it expires within renewBeforeDays.
   "maxAudiences" "--max-audiences"
   "legacyTokenPolicy" "--legacy-token-policy"
   "legacyTokenScope" "--legacy-token-scope"
+  "proxyPort" "--proxy-port"
+  "proxyProbePort" "--proxy-probe-port"
 }}
 {{- range $key := keys $flags | sortAlpha }}
 {{- $value := index $.Values.contract $key }}
@@ -196,6 +198,19 @@ changed or it expires within renewBeforeDays.
 {{- $args = append $args "--strict" }}
 {{- else if eq (toString .Values.contract.strict) "false" }}
 {{- $args = append $args "--no-strict" }}
+{{- end }}
+{{- /* The verifying proxy's image: by default the image this release runs (the webhook's own image carries
+the proxy); passed only when it is not the server's default, token-projector:APPVERSION. */}}
+{{- $proxyImage := .Values.contract.proxyImage | default (include "token-projector.image" .) }}
+{{- if ne $proxyImage (printf "token-projector:%s" .Chart.AppVersion) }}
+{{- $args = concat $args (list "--proxy-image" $proxyImage) }}
+{{- end }}
+{{- /* Native sidecars (the proxy's form) are on by default from Kubernetes 1.29: null decides by the cluster. */}}
+{{- $kube := .Capabilities.KubeVersion }}
+{{- if eq (toString .Values.contract.nativeSidecars) "true" }}
+{{- $args = append $args "--native-sidecars" }}
+{{- else if or (eq (toString .Values.contract.nativeSidecars) "false") (and (eq $kube.Major "1") (lt (trimSuffix "+" $kube.Minor | atoi) 29)) }}
+{{- $args = append $args "--no-native-sidecars" }}
 {{- end }}
 {{- toJson $args }}
 {{- end }}
