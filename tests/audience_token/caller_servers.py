@@ -76,16 +76,16 @@ class FakeReceiver:
                 parts = urlsplit(self.path)
                 header = self.headers.get("Authorization")
                 receiver.seen.append(Seen(parts.path, header, body))
-                if parts.path == "/redirect":
+                refused = parts.path == "/refuse" or (
+                    header is not None and header.removeprefix("Bearer ") in receiver.refuse
+                )
+                if parts.path == "/redirect" and not refused:
                     query = parse_qs(parts.query)
                     self.send_response(int(query.get("status", ["302"])[0]))
                     self.send_header("Location", query["to"][0])
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
-                refused = parts.path == "/refuse" or (
-                    header is not None and header.removeprefix("Bearer ") in receiver.refuse
-                )
                 answer = b"refused" if refused else b"ok"
                 self.send_response(401 if refused else 200)
                 if refused:
