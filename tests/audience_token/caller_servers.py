@@ -70,9 +70,20 @@ class FakeReceiver:
             def do_POST(self) -> None:
                 self._answer()
 
-            def _answer(self) -> None:
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    chunks = []
+                    while size := int(self.rfile.readline().split(b";")[0], 16):
+                        chunks.append(self.rfile.read(size))
+                        self.rfile.readline()
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
                 length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
+                return self.rfile.read(length) if length else b""
+
+            def _answer(self) -> None:
+                body = self._body()
                 parts = urlsplit(self.path)
                 header = self.headers.get("Authorization")
                 receiver.seen.append(Seen(parts.path, header, body))

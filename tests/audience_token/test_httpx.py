@@ -128,6 +128,7 @@ def test_a_streamed_body_is_not_sent_twice_but_the_next_request_has_the_new_toke
         assert client.post(home.url(), content=chunks()).status_code == 401
         assert client.get(home.url()).status_code == 200
     assert home.authorizations == [f"Bearer {first}", f"Bearer {first}", f"Bearer {second}"]
+    assert home.seen[1].body == b"once"
 
 
 def test_an_authorization_the_caller_set_is_left_alone(home: FakeReceiver, tokens: TokenFile) -> None:
