@@ -25,7 +25,7 @@ words, and namespaces and service accounts are bounded by the callers a receiver
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Protocol
+from typing import Protocol, cast
 
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -103,8 +103,27 @@ class VerifierCollector:
         yield from (verdicts, lookups, latency, errors, stale_callers, served_stale)
 
 
-def register(*verifiers: Counted, registry: CollectorRegistry = REGISTRY) -> VerifierCollector:
-    """Expose the metrics of ``verifiers`` on ``registry``; returns the collector (to ``unregister`` it)."""
-    collector = VerifierCollector(verifiers)
+def register(*verifiers: object, registry: CollectorRegistry = REGISTRY) -> VerifierCollector:
+    """Expose the metrics of ``verifiers`` on ``registry``; returns the collector (to ``unregister`` it).
+
+    Each is a verifier that counts (``TokenReviewer``, ``OfflineVerifier``), or a wrapper of one that
+    names it ``verifier`` (``SyncVerifier``): its counts are the wrapped verifier's. Register all of a
+    process's verifiers in one call: a second call on the same registry is refused (the same names).
+    """
+    collector = VerifierCollector(_counted(v) for v in verifiers)
     registry.register(collector)
     return collector
+
+
+def _counted(verifier: object) -> Counted:
+    seen = verifier
+    for _ in range(4):  # a wrapper of a wrapper, at most a few deep
+        if isinstance(getattr(seen, "counts", None), Counts) and isinstance(getattr(seen, "audience", None), str):
+            return cast(Counted, seen)
+        seen = getattr(seen, "verifier", None)
+        if seen is None:
+            break
+    raise TypeError(
+        f"{type(verifier).__name__} counts nothing: register a TokenReviewer or OfflineVerifier (or a wrapper of "
+        "one, such as SyncVerifier)"
+    )

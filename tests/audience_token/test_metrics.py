@@ -158,3 +158,23 @@ def test_the_core_modules_load_no_prometheus_client() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert result.stdout.strip() == "False"
+
+
+@dataclass
+class Wrapper:
+    """Stands in for SyncVerifier: it names the verifier it wraps ``verifier``."""
+
+    verifier: CountingVerifier
+
+
+def test_a_wrapper_of_a_verifier_is_registered_through_what_it_wraps() -> None:
+    registry = CollectorRegistry()
+    inner = CountingVerifier("secret-store")
+    metrics.register(Wrapper(inner), registry=registry)
+    inner.counts.accepted_from_cache += 1
+    assert value(registry, "audience_token_cache_lookups_total", audience="secret-store", result="hit") == 1
+
+
+def test_an_object_that_counts_nothing_is_refused_saying_what_to_register() -> None:
+    with pytest.raises(TypeError, match="register a TokenReviewer or OfflineVerifier"):
+        metrics.register(object(), registry=CollectorRegistry())
