@@ -26,6 +26,9 @@ from audience_token.errors import ConfigError
 
 V = TypeVar("V")
 
+RECHECK_SECONDS: Final = 1.0
+"""While the window answers, a review is tried again at most this often per token (the rest from the cache)."""
+
 MAX_WINDOW_SECONDS: Final = 24 * 3600.0
 """A longer window is refused: past a day the API server is not briefly unavailable, it is gone."""
 
@@ -87,6 +90,10 @@ class StaleVerdicts(Generic[V]):
         else:
             ttl = self.policy.refused_for
         self._kept.put(key, verdict, ttl=ttl)  # a ttl of 0 or less forgets the key
+
+    def forget(self, key: bytes) -> None:
+        """Drop what was kept for ``key`` (a review answered with something that must not be kept)."""
+        self._kept.put(key, None, ttl=0)  # type: ignore[arg-type]
 
     def recall(self, key: bytes) -> V | None:
         """The verdict kept for ``key`` if its window is still open; for use only when no review can be had."""

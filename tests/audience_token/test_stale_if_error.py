@@ -100,3 +100,10 @@ def test_the_verdicts_kept_are_bounded(clock: Clock, wall: Clock) -> None:
 def test_a_window_that_cannot_work_is_refused_naming_the_setting(value: object) -> None:
     with pytest.raises(ConfigError, match="stale_if_error accepted_for"):
         StaleIfError(accepted_for=value)  # type: ignore[arg-type]
+
+
+def test_forget_drops_what_was_kept(clock: Clock, wall: Clock) -> None:
+    kept = store(300, 60, clock, wall)
+    kept.keep(KEY, "accepted", accepted=True, expires_at=wall.now + 3600)
+    kept.forget(KEY)
+    assert kept.recall(KEY) is None
