@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import pytest
+
 from tests.audience_token.tls import Material
 
 
@@ -132,7 +134,6 @@ def default_ports(tls: Material) -> Iterator[tuple[FakeReceiver, FakeReceiver]]:
     Binding ports under 1024 needs root (CI and this project's machines run as root); elsewhere, or
     when another process holds a port, the test that asked is skipped and says why.
     """
-    import pytest
 
     try:
         with FakeReceiver(port=80).running() as plain, FakeReceiver(port=443).running(tls=tls) as secure:

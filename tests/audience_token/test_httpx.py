@@ -17,39 +17,9 @@ from tests.audience_token.conftest import Clock
 from tests.audience_token.kubelet_volume import ProjectedVolume
 from tests.audience_token.tls import Material
 
-
-@pytest.fixture
-def first() -> str:
-    return fake_token()
-
-
-@pytest.fixture
-def volume(tmp_path: Path, first: str) -> ProjectedVolume:
-    return ProjectedVolume.create(tmp_path / "tokens", {"token": first})
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(0.0)
-
-
-@pytest.fixture
-def tokens(volume: ProjectedVolume, clock: Clock) -> TokenFile:
-    """The token file on a clock that moves only when a test moves it: a re-read is the test's doing."""
-    return TokenFile(volume.path("token"), clock=clock)
-
-
-@pytest.fixture
-def home() -> Iterator[FakeReceiver]:
-    with FakeReceiver().running() as server:
-        yield server
-
-
-@pytest.fixture
-def elsewhere() -> Iterator[FakeReceiver]:
-    """Another host (127.0.0.2): another origin."""
-    with FakeReceiver(host="127.0.0.2").running() as server:
-        yield server
+pytest_plugins = (
+    "tests.audience_token.caller_fixtures",
+)  # its fixtures: first, volume, clock, tokens, home, elsewhere
 
 
 def test_every_request_carries_the_current_token_and_a_rotated_one_within_a_second(
