@@ -78,11 +78,13 @@ class NotAllowed(VerificationError):
 
 
 class ReviewUnavailable(VerificationError):
-    """No verdict could be had; retrying later may work. ``retry_after`` is a hint in seconds."""
+    """No verdict could be had; retrying later may work. ``retry_after`` is a hint in seconds; ``cause``
+    a short fixed code for metrics (``timeout``, ``connection``, ``http_503``, ``bad_answer``, ...)."""
 
-    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+    def __init__(self, message: str, *, retry_after: int = 1, cause: str = "unavailable") -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.cause = cause
 
 
 def unexpected(error: BaseException) -> ReviewUnavailable:
@@ -96,4 +98,4 @@ def unexpected(error: BaseException) -> ReviewUnavailable:
     logging.getLogger("audience_token").error(
         "verifying a token failed unexpectedly: %s%s (a defect: please report it)", type(error).__name__, where
     )
-    return ReviewUnavailable("verifying the token failed unexpectedly on the receiver; try again later")
+    return ReviewUnavailable("verifying the token failed unexpectedly on the receiver; try again later", cause="defect")

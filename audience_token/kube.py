@@ -140,7 +140,9 @@ class BearerToken:
             RotatingToken(
                 Path(path),
                 describe="the reviewer's own token",
-                missing=lambda why: ReviewUnavailable(f"the reviewer's own token {path!r} cannot be read: {why}"),
+                missing=lambda why: ReviewUnavailable(
+                    f"the reviewer's own token {path!r} cannot be read: {why}", cause="own_token"
+                ),
                 max_age=TOKEN_REREAD_SECONDS,
                 check_every=0.0,  # a stat per TokenReview: nothing next to the review itself
                 log=log,
@@ -221,7 +223,7 @@ class KubeApi:
         token = self._bearer.get() if self._bearer is not None else None
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        failure = ""
+        failure, cause = "", ""
         # The ReviewUnavailable is raised after the except blocks, so that it carries no __context__:
         # aiohttp's exceptions may hold the request, and the request holds our own token.
         try:
@@ -237,14 +239,15 @@ class KubeApi:
                 retry_after = response.headers.get("Retry-After")
                 status = response.status
         except TimeoutError:
-            failure = f"{where} did not answer within {self._seconds:g} s"
+            failure, cause = f"{where} did not answer within {self._seconds:g} s", "timeout"
         except aiohttp.ClientConnectorCertificateError as error:
             trusted = f"the cluster CA of {self.credentials.source}" if self.credentials else "the system's roots"
             failure = f"{where} presented a certificate {trusted} does not trust: {error.certificate_error}"
+            cause = "certificate"
         except (aiohttp.ClientError, OSError) as error:
-            failure = f"{where} could not be reached: {_describe(error)}"
+            failure, cause = f"{where} could not be reached: {_describe(error)}", "connection"
         if failure:
-            raise ReviewUnavailable(failure)
+            raise ReviewUnavailable(failure, cause=cause)
         try:
             parsed = json.loads(raw) if raw else None
         except (ValueError, RecursionError):
@@ -263,7 +266,7 @@ async def _read_bounded(response: aiohttp.ClientResponse, where: str) -> bytes:
     async for chunk in response.content.iter_chunked(64 * 1024):
         size += len(chunk)
         if size > MAX_ANSWER_BYTES:
-            raise ReviewUnavailable(f"{where} sent an answer over {MAX_ANSWER_BYTES} bytes")
+            raise ReviewUnavailable(f"{where} sent an answer over {MAX_ANSWER_BYTES} bytes", cause="too_large")
         chunks.append(chunk)
     return b"".join(chunks)
 

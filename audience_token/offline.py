@@ -27,10 +27,12 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
+from audience_token.counts import ACCEPTED, NOT_ALLOWED, REVIEW_UNAVAILABLE, UNAUTHENTICATED, UNAVAILABLE, Counts
 from audience_token.errors import (
     INVALID,
     MALFORMED,
     ConfigError,
+    NotAllowed,
     Unauthenticated,
     VerificationError,
     unexpected,
@@ -49,6 +51,7 @@ from audience_token.kube import Credentials
 from audience_token.policy import Policy
 from audience_token.precheck import audiences_of, check_length, precheck
 from audience_token.shown import shown
+from audience_token.stale_tokens import StaleTokenWatch
 
 REQUIRED_CLAIMS: Final = ("exp", "iat", "iss", "aud", "sub")
 
@@ -117,6 +120,9 @@ class OfflineVerifier:
             timeout=self.settings.timeout,
             clock=clock,
         )
+        self.counts = Counts()
+        """What this verifier answered: ``audience_token.metrics.register(verifier)`` shows it."""
+        self._stale_tokens = StaleTokenWatch(counts=self.counts)
 
     @property
     def source(self) -> str:
@@ -133,12 +139,23 @@ class OfflineVerifier:
 
     async def verify(self, token: str) -> Identity:
         """The caller's Identity, or raises Unauthenticated, NotAllowed or ReviewUnavailable."""
+        counts = self.counts
         try:
-            return await self._verify(token)
+            identity = await self._verify(token)
+        except Unauthenticated as refused:
+            counts.verdict(UNAUTHENTICATED, refused.reason)
+            raise
+        except NotAllowed:
+            counts.verdict(NOT_ALLOWED, NOT_ALLOWED)
+            raise
         except VerificationError:
+            counts.verdict(UNAVAILABLE, REVIEW_UNAVAILABLE)
             raise
         except Exception as error:  # a defect must become a verdict, never a 500 (issue 25, item 1)
+            counts.verdict(UNAVAILABLE, REVIEW_UNAVAILABLE)
             raise unexpected(error) from None
+        counts.verdict(ACCEPTED)
+        return identity
 
     async def _verify(self, token: str) -> Identity:
         check_length(token)
@@ -160,7 +177,9 @@ class OfflineVerifier:
         if keyset.issuer.rstrip("/") == self.audience.rstrip("/"):
             raise self.policy.audience_is_issuer()
         payload = self._decode(token, keyset, algorithm=algorithm, kid=kid, claims=claims)
-        return self._admit(payload)
+        identity = self._admit(payload)
+        self._stale_tokens.observe(identity, payload)  # verified claims: iat and exp are the cluster's
+        return identity
 
     async def close(self) -> None:
         await self._keys.close()

@@ -12,7 +12,10 @@ when all four hold, in this order:
 
 Around that: a pre-check that refuses non-tokens without an API call (``precheck``), a short cache
 keyed by HMAC (``cache``), and one TokenReview for any number of concurrent requests with the same new
-token (``SingleFlight``). Credentials and transport are ``kube``'s job.
+token (``SingleFlight``). Credentials and transport are ``kube``'s job. For operating it: every answer
+is counted (``counts``, shown by ``audience_token.metrics``), a caller that keeps its token past the
+kubelet's refresh is warned about (``stale_tokens``), and an opt-in window of recent verdicts answers
+while reviews fail (``stale_if_error``).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any, Final, TypeAlias
 
 from audience_token.cache import CacheKeys, SingleFlight, TtlLru
+from audience_token.counts import ACCEPTED, NOT_ALLOWED, REVIEW_UNAVAILABLE, UNAUTHENTICATED, UNAVAILABLE, Counts
 from audience_token.errors import (
     ConfigError,
     NotAllowed,
@@ -38,6 +42,8 @@ from audience_token.identity import AllowList, Identity
 from audience_token.kube import Answer, Credentials, KubeApi
 from audience_token.policy import Policy
 from audience_token.precheck import MAX_TOKEN_LENGTH, audiences_of, check_length, expiry_of, precheck
+from audience_token.stale_if_error import RECHECK_SECONDS, StaleIfError, StaleVerdicts
+from audience_token.stale_tokens import StaleTokenWatch
 
 log = logging.getLogger("audience_token")
 
@@ -61,6 +67,8 @@ class ReviewerSettings:
     """Seconds for one TokenReview, connecting included."""
     connections: int = 16
     """At most this many connections to the API server at once (one pool)."""
+    stale_if_error: StaleIfError = StaleIfError()
+    """Opt-in: recent verdicts that answer while TokenReviews are unavailable (off by default)."""
 
     def __post_init__(self) -> None:
         for name in ("success_ttl", "failure_ttl"):
@@ -98,6 +106,15 @@ class _Refusal:
         if isinstance(refused, NotAllowed):
             return cls(NotAllowed, refused.message, identity=refused.identity, definite=definite)
         return cls(Unauthenticated, refused.message, reason=refused.reason, definite=definite)
+
+    @property
+    def counted_as(self) -> tuple[str, str]:
+        """(outcome, reason) for ``Counts``."""
+        if self.kind is Unauthenticated:
+            return UNAUTHENTICATED, self.reason
+        if self.kind is NotAllowed:
+            return NOT_ALLOWED, NOT_ALLOWED
+        return UNAVAILABLE, REVIEW_UNAVAILABLE
 
 
 _Verdict: TypeAlias = Identity | _Refusal
@@ -142,6 +159,15 @@ class TokenReviewer:
         self._wall_clock = wall_clock
         self.reviews_sent = 0
         """TokenReviews sent so far: what the cache and single flight save shows here."""
+        self.counts = Counts()
+        """What this reviewer answered: ``audience_token.metrics.register(reviewer)`` shows it."""
+        self._stale_tokens = StaleTokenWatch(counts=self.counts, wall_clock=wall_clock)
+        stale = self.settings.stale_if_error
+        self._stale: StaleVerdicts[_Verdict] | None = (
+            StaleVerdicts(stale, maxsize=self.settings.cache_size, clock=clock, wall_clock=wall_clock)
+            if stale.enabled
+            else None
+        )
 
     def __repr__(self) -> str:
         return f"TokenReviewer({self.audience!r}, allow={str(self.allow)!r}, via={self._credentials.source!r})"
@@ -158,10 +184,14 @@ class TokenReviewer:
         """
         # check_length's own tests, inline for the token that passes them: every request comes here.
         if type(token) is not str or not 0 < len(token) <= MAX_TOKEN_LENGTH or not token.isascii():
-            check_length(token)  # raises, saying which test failed
+            self._refuse_malformed(token)
         verdict = self._cached(self._key_of(token))
-        if verdict is None or isinstance(verdict, Identity):
+        if isinstance(verdict, Identity):
+            self.counts.accepted_from_cache += 1
             return verdict
+        if verdict is None:
+            return None
+        self.counts.verdict(*verdict.counted_as, cached=True)
         raise verdict.error()
 
     async def verify(self, token: str) -> Identity:
@@ -169,12 +199,26 @@ class TokenReviewer:
         known = self.lookup(token)
         if known is not None:
             return known
+        self.counts.miss()
         key = self._key_of(token)  # again, on a miss only: next to a TokenReview, a microsecond
-        claims = precheck(token)
+        try:
+            claims = precheck(token)
+        except Unauthenticated as refused:
+            self.counts.verdict(UNAUTHENTICATED, refused.reason)
+            raise
         verdict = await self._flight.run(key, lambda: self._review(token, key, claims))
         if isinstance(verdict, Identity):
+            self.counts.verdict(ACCEPTED)
             return verdict
+        self.counts.verdict(*verdict.counted_as)
         raise verdict.error()
+
+    def _refuse_malformed(self, token: object) -> None:
+        try:
+            check_length(token)  # raises, saying which test failed
+        except Unauthenticated as refused:
+            self.counts.verdict(UNAUTHENTICATED, refused.reason)
+            raise
 
     async def close(self) -> None:
         await self._api.close()
@@ -186,23 +230,51 @@ class TokenReviewer:
         await self.close()
 
     async def _review(self, token: str, key: bytes, claims: Mapping[str, Any]) -> _Verdict:
+        started = time.perf_counter()
         try:
             status = await self._token_review(token)
             verdict = self._judge(status, claims)
         except ReviewUnavailable as error:
+            self.counts.review(time.perf_counter() - started, error=error.cause)
             log.warning("token review unavailable: %s", error.message)
-            return _Refusal.unavailable(error)
+            return self._kept_or_unavailable(key, claims, error)
         except Exception as error:  # a defect must become a verdict, never a 500 (issue 25, item 1)
-            return _Refusal.unavailable(unexpected(error))
+            unavailable = unexpected(error)
+            self.counts.review(time.perf_counter() - started, error=unavailable.cause)
+            return self._kept_or_unavailable(key, claims, unavailable)
+        self.counts.review(time.perf_counter() - started)
+        exp = expiry_of(claims)
         if isinstance(verdict, Identity):
             ttl = self.settings.success_ttl
-            exp = expiry_of(claims)
             if exp is not None:
                 ttl = min(ttl, exp - self._wall_clock())
+            self._stale_tokens.observe(verdict, claims)
         else:
             ttl = self.settings.failure_ttl if verdict.definite else 0.0
         self._cache.put(key, verdict, ttl=ttl)
+        if self._stale is not None:
+            # A refusal that rests on the API server's error is kept as nothing, and forgets what was kept.
+            if isinstance(verdict, Identity) or verdict.definite:
+                self._stale.keep(key, verdict, accepted=isinstance(verdict, Identity), expires_at=exp)
+            else:
+                self._stale.forget(key)
         return verdict
+
+    def _kept_or_unavailable(self, key: bytes, claims: Mapping[str, Any], error: ReviewUnavailable) -> _Verdict:
+        """With ``stale_if_error``, the verdict kept for ``key`` if its window is open; else unavailability."""
+        kept = self._stale.recall(key) if self._stale is not None else None
+        if kept is None:
+            return _Refusal.unavailable(error)
+        outcome = ACCEPTED if isinstance(kept, Identity) else kept.counted_as[0]
+        self.counts.stale_served(outcome)
+        log.warning("answering %s from a recent verdict while token reviews are unavailable (stale_if_error)", outcome)
+        # Kept a second in the cache, so that an outage costs one review attempt per token per second.
+        ttl = RECHECK_SECONDS
+        exp = expiry_of(claims)
+        if isinstance(kept, Identity) and exp is not None:
+            ttl = min(ttl, exp - self._wall_clock())
+        self._cache.put(key, kept, ttl=ttl)
+        return kept
 
     async def _token_review(self, token: str) -> Mapping[str, Any]:
         body = {
@@ -227,27 +299,37 @@ class TokenReviewer:
         if answer.status == 403:
             raise ReviewUnavailable(
                 f"the reviewer's own credentials ({source}) lack the RBAC permission {PERMISSION}: bind the "
-                f"ClusterRole {CLUSTER_ROLE} (manifests/audience-token) to the reviewer's identity{said}"
+                f"ClusterRole {CLUSTER_ROLE} (manifests/audience-token) to the reviewer's identity{said}",
+                cause="http_403",
             )
         if answer.status == 401:
             raise ReviewUnavailable(
                 f"the API server at {server} refused the reviewer's own credentials ({source}) as invalid or "
-                f"expired (401){said}"
+                f"expired (401){said}",
+                cause="http_401",
             )
         if answer.status in (429, 503) or answer.status >= 500:
             raise ReviewUnavailable(
-                f"the API server at {server} answered {answer.status}{said}", retry_after=_seconds(answer.retry_after)
+                f"the API server at {server} answered {answer.status}{said}",
+                retry_after=_seconds(answer.retry_after),
+                cause=f"http_{answer.status}",
             )
         if 300 <= answer.status < 400:
             raise ReviewUnavailable(
                 f"the API server at {server} answered {answer.status}, a redirect, to a TokenReview: a token review "
-                "is never re-sent elsewhere; point the reviewer at the API server itself"
+                "is never re-sent elsewhere; point the reviewer at the API server itself",
+                cause="redirect",
             )
         if answer.status not in (200, 201):
-            raise ReviewUnavailable(f"the API server at {server} answered {answer.status} to a TokenReview{said}")
+            raise ReviewUnavailable(
+                f"the API server at {server} answered {answer.status} to a TokenReview{said}",
+                cause=f"http_{answer.status}",
+            )
         status = answer.body.get("status") if isinstance(answer.body, dict) else None
         if not isinstance(status, dict) or answer.body.get("kind") != "TokenReview":
-            raise ReviewUnavailable(f"the API server at {server} answered {answer.status} without a TokenReview")
+            raise ReviewUnavailable(
+                f"the API server at {server} answered {answer.status} without a TokenReview", cause="bad_answer"
+            )
         return status
 
     def _judge(self, status: Mapping[str, Any], claims: Mapping[str, Any]) -> _Verdict:
