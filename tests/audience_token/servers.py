@@ -1,0 +1,105 @@
+"""Real servers for the receiver adapters' tests: uvicorn in the test's loop, werkzeug and gunicorn beside it.
+
+Each listens on a real loopback socket; the tests speak HTTP to it with aiohttp's client, so what is
+pinned is what a caller on the network sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
+
+import uvicorn
+
+from tests.tools import REPO
+
+
+def _listening() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def free_port() -> int:
+    with contextlib.closing(_listening()) as sock:
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextlib.asynccontextmanager
+async def uvicorn_serving(app: Any, **options: Any) -> AsyncIterator[str]:
+    """``app`` under uvicorn in this event loop, lifespan on; yields its base URL."""
+    sock = _listening()
+    config = uvicorn.Config(app, lifespan="on", log_level="warning", **options)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+@contextlib.contextmanager
+def werkzeug_serving(app: Any) -> Iterator[str]:
+    """A WSGI ``app`` under werkzeug's development server (Flask's ``flask run``), threaded, in a thread."""
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(10)
+        server.server_close()
+
+
+@contextlib.contextmanager
+def gunicorn_serving(app: str, *, env: Mapping[str, str], worker: str = "sync", threads: int = 1) -> Iterator[str]:
+    """``gunicorn MODULE:APP`` in a child process with one worker of kind ``worker``; yields its base URL.
+
+    The child is stopped with SIGTERM (gunicorn's graceful stop) and killed if it lingers.
+    """
+    port = free_port()
+    command = [
+        sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+        "--worker-class", worker, "--threads", str(threads), "--graceful-timeout", "5", "--log-level", "warning",
+        app,
+    ]  # fmt: skip
+    environment = {**os.environ, "PYTHONPATH": str(REPO), **env}
+    child = subprocess.Popen(command, cwd=REPO, env=environment, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            if child.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"gunicorn did not start: {child.stderr.read() if child.stderr else ''}")
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        child.send_signal(signal.SIGTERM)
+        try:
+            _, errors = child.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            _, errors = child.communicate()
+        if errors and "Traceback" in errors:
+            raise AssertionError(f"gunicorn logged a traceback:\n{errors}")
