@@ -21,6 +21,7 @@ from typing import Any, Final, Protocol
 from audience_token.receiver_answers import Answer, Answers, OpenPaths
 from audience_token.errors import VerificationError
 from audience_token.identity import Identity
+from audience_token.rules import CallerRule, RouteRules
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -68,13 +69,25 @@ def _unknown(token: str) -> Identity | None:
 
 
 class AudienceTokenMiddleware:
-    """Verifies the bearer token of every HTTP request and WebSocket handshake except ``open_paths``."""
+    """Verifies the bearer token of every HTTP request and WebSocket handshake except ``open_paths``.
 
-    def __init__(self, app: ASGIApp, verifier: AsyncVerifier, *, open_paths: Iterable[str] = ()) -> None:
+    ``rules``: narrower callers per route (``audience_token.rules.RouteRules``), e.g.
+    ``{"DELETE /secrets/*": ["system:serviceaccounts:ops"]}``.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        verifier: AsyncVerifier,
+        *,
+        open_paths: Iterable[str] = (),
+        rules: RouteRules | Mapping[str, CallerRule | str | Iterable[str]] | None = None,
+    ) -> None:
         self.app = app
         self.verifier = verifier
         self.answers = Answers(verifier.audience)
         self.open_paths = OpenPaths(open_paths)
+        self.rules = rules if isinstance(rules, RouteRules) else RouteRules(rules)
         self._verify = verifier.verify
         self._lookup: Callable[[str], Identity | None] = getattr(verifier, "lookup", _unknown)
 
@@ -92,6 +105,11 @@ class AudienceTokenMiddleware:
             await self.app(scope, receive, send)
             return
         verdict = await self.verdict(scope)
+        if isinstance(verdict, Identity) and self.rules:
+            # A WebSocket handshake is a GET; the path as decoded, which is what routers match.
+            route = self.rules.refuses(verdict, scope.get("method", "GET"), scope.get("path", ""))
+            if route is not None:
+                verdict = self.answers.not_allowed_here(f"{verdict.namespace}/{verdict.service_account}", route)
         if isinstance(verdict, Identity):
             state = scope.get("state")
             scope = dict(scope)

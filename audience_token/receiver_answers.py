@@ -104,7 +104,7 @@ class Answers:
             403,
             "insufficient_scope",
             "not_allowed",
-            f"service account {caller} is authenticated but not allowed to call {where}: the route's allow "
+            f"service account {caller} is authenticated but not allowed to call {where}: the route's own allow "
             "list does not name it",
             ("WWW-Authenticate", f'{self.challenge}, error="insufficient_scope"'),
         )

@@ -66,6 +66,7 @@ class CallerRule:
 
 @dataclass(frozen=True, slots=True)
 class _Route:
+    key: str
     method: str
     path: str
     prefix: bool
@@ -90,18 +91,23 @@ class RouteRules:
                     f"route rule {key[:80]!r} must read 'METHOD /path' or 'METHOD /prefix/*' (METHOD '*' for any)"
                 )
             prefix = path.endswith("/*")
-            self._routes.append(_Route(method, path[:-1] if prefix else path, prefix, CallerRule.parse(allow)))
+            rule = CallerRule.parse(allow)
+            self._routes.append(_Route(f"{method} {path}", method, path[:-1] if prefix else path, prefix, rule))
 
     def __bool__(self) -> bool:
         return bool(self._routes)
 
-    def rule_for(self, method: str, path: str) -> CallerRule | None:
-        """The rule of the first route matching ``method`` and (decoded) ``path``; None when none does."""
+    def rule_for(self, method: str, path: str) -> tuple[str, CallerRule] | None:
+        """The first route matching ``method`` and (decoded) ``path``: its key and rule; None when none does."""
         for route in self._routes:
             if route.matches(method, path):
-                return route.rule
+                return route.key, route.rule
         return None
 
+    def refuses(self, identity: Identity, method: str, path: str) -> str | None:
+        """The key of the route whose rule does not name ``identity`` (for the refusal); None when allowed."""
+        found = self.rule_for(method, path)
+        return found[0] if found is not None and not found[1].allows(identity) else None
+
     def allows(self, identity: Identity, method: str, path: str) -> bool:
-        rule = self.rule_for(method, path)
-        return rule is None or rule.allows(identity)
+        return self.refuses(identity, method, path) is None
