@@ -73,25 +73,40 @@ def werkzeug_serving(app: Any) -> Iterator[str]:
 
 @contextlib.contextmanager
 def gunicorn_serving(app: str, *, env: Mapping[str, str], worker: str = "sync", threads: int = 1) -> Iterator[str]:
-    """``gunicorn MODULE:APP`` in a child process with one worker of kind ``worker``; yields its base URL.
-
-    The child is stopped with SIGTERM (gunicorn's graceful stop) and killed if it lingers.
-    """
+    """``gunicorn MODULE:APP`` in a child process with one worker of kind ``worker``; yields its base URL."""
     port = free_port()
     command = [
-        sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-        "--worker-class", worker, "--threads", str(threads), "--graceful-timeout", "5", "--log-level", "warning",
-        app,
+        "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1", "--worker-class", worker,
+        "--threads", str(threads), "--graceful-timeout", "5", "--log-level", "warning", app,
     ]  # fmt: skip
+    with child_serving(command, port=port, env=env) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def uvicorn_child_serving(app: str, *, env: Mapping[str, str]) -> Iterator[str]:
+    """``uvicorn --factory MODULE:FACTORY`` in a child process; yields its base URL."""
+    port = free_port()
+    command = ["-m", "uvicorn", "--factory", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning", app]
+    with child_serving(command, port=port, env=env) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def child_serving(arguments: list[str], *, port: int, env: Mapping[str, str]) -> Iterator[str]:
+    """``python ARGUMENTS`` serving on ``port``; stopped with SIGTERM, killed if it lingers.
+
+    Fails the test if the server wrote a traceback: no request may end in an unhandled exception.
+    """
     environment = {**os.environ, "PYTHONPATH": str(REPO), **env}
-    child = subprocess.Popen(command, cwd=REPO, env=environment, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, *arguments], cwd=REPO, env=environment, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         while True:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
                 break
             if child.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gunicorn did not start: {child.stderr.read() if child.stderr else ''}")
+                raise RuntimeError(f"{arguments[1]} did not start: {child.stderr.read() if child.stderr else ''}")
             time.sleep(0.05)
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -101,5 +116,5 @@ def gunicorn_serving(app: str, *, env: Mapping[str, str], worker: str = "sync", 
         except subprocess.TimeoutExpired:
             child.kill()
             _, errors = child.communicate()
-        if errors and "Traceback" in errors:
-            raise AssertionError(f"gunicorn logged a traceback:\n{errors}")
+    if errors and "Traceback" in errors:
+        raise AssertionError(f"{arguments[1]} logged a traceback:\n{errors}")
