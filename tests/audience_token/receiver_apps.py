@@ -7,6 +7,7 @@ kube-apiserver of tests/e2e through a kubeconfig), for which audience, allowing 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -19,10 +20,18 @@ RULES = {"DELETE /secrets/*": ["system:serviceaccounts:ops"]}
 
 
 def environment(
-    *, audience: str, allow: str, server: str = "", ca: str = "", own_token: str = "", kubeconfig: str = ""
+    *,
+    audience: str,
+    allow: str,
+    server: str = "",
+    ca: str = "",
+    own_token: str = "",
+    kubeconfig: str = "",
+    success_ttl: float = 10.0,
 ) -> dict[str, str]:
-    """The variables ``reviewer()`` reads in the child."""
+    """The variables ``reviewer()`` reads in the child; with a kubeconfig, ``server`` replaces its server."""
     return {
+        "AUDIENCE_TOKEN_TEST_SUCCESS_TTL": str(success_ttl),
         "AUDIENCE_TOKEN_TEST_AUDIENCE": audience,
         "AUDIENCE_TOKEN_TEST_ALLOW": allow,
         "AUDIENCE_TOKEN_TEST_SERVER": server,
@@ -35,9 +44,12 @@ def environment(
 def reviewer(env: Mapping[str, str] | None = None) -> TokenReviewer:
     env = os.environ if env is None else env
     audience, allow = env["AUDIENCE_TOKEN_TEST_AUDIENCE"], env["AUDIENCE_TOKEN_TEST_ALLOW"].split(",")
-    settings = ReviewerSettings(timeout=2)
+    settings = ReviewerSettings(timeout=2, success_ttl=float(env.get("AUDIENCE_TOKEN_TEST_SUCCESS_TTL", "10")))
     if env.get("AUDIENCE_TOKEN_TEST_KUBECONFIG"):
-        return TokenReviewer(audience, allow=allow, kubeconfig=env["AUDIENCE_TOKEN_TEST_KUBECONFIG"], settings=settings)
+        credentials = Credentials.from_kubeconfig(env["AUDIENCE_TOKEN_TEST_KUBECONFIG"])
+        if env.get("AUDIENCE_TOKEN_TEST_SERVER"):
+            credentials = dataclasses.replace(credentials, server=env["AUDIENCE_TOKEN_TEST_SERVER"])
+        return TokenReviewer(audience, allow=allow, credentials=credentials, settings=settings)
     credentials = Credentials(
         server=env["AUDIENCE_TOKEN_TEST_SERVER"],
         source="FakeApiServer",
