@@ -8,7 +8,8 @@
 Keys: ``audience`` and ``allow`` (required); ``open_paths``; ``mode``: ``"tokenreview"`` (default) or
 ``"offline"`` (extra ``offline``; ``issuer`` optional); ``kubeconfig`` and ``context`` for development
 (in a Pod: none); ``routes``: per-route callers (``audience_token.rules``), e.g.
-``{"DELETE /secrets/*": ["system:serviceaccounts:ops"]}``; ``timeout``: the longest wait for a verdict.
+``{"DELETE /secrets/*": ["system:serviceaccounts:ops"]}``; ``timeout``: the longest wait for a verdict;
+``success_ttl`` and ``failure_ttl``: the cache's (``ReviewerSettings``).
 
 Sync and async: under WSGI it verifies on the request's thread, under ASGI without blocking the event
 loop; either way through one ``SyncVerifier`` per process (one pool, one single flight). Refusals are
@@ -35,8 +36,11 @@ from audience_token.wsgi import authorization_values
 
 MODES: Final = ("tokenreview", "offline")
 KEYS: Final = frozenset(
-    {"audience", "allow", "open_paths", "mode", "kubeconfig", "context", "issuer", "routes", "timeout", "credentials"}
-)
+    {
+        "audience", "allow", "open_paths", "mode", "kubeconfig", "context", "issuer", "routes", "timeout",
+        "credentials", "success_ttl", "failure_ttl",
+    }
+)  # fmt: skip
 
 Response = HttpResponse
 GetResponse = Callable[[HttpRequest], Any]
@@ -60,9 +64,16 @@ def verifier_from(config: Mapping[str, Any]) -> AsyncVerifier:
     if mode == "tokenreview":
         if "issuer" in config:
             raise ConfigError("'issuer' is for mode 'offline' only")
-        from audience_token.reviewer import TokenReviewer
+        from audience_token.reviewer import ReviewerSettings, TokenReviewer
 
-        return TokenReviewer(config["audience"], **common)
+        defaults = ReviewerSettings()
+        settings = ReviewerSettings(
+            success_ttl=float(config.get("success_ttl", defaults.success_ttl)),
+            failure_ttl=float(config.get("failure_ttl", defaults.failure_ttl)),
+        )
+        return TokenReviewer(config["audience"], settings=settings, **common)
+    if "success_ttl" in config or "failure_ttl" in config:
+        raise ConfigError("'success_ttl' and 'failure_ttl' are for mode 'tokenreview' only")
     if mode == "offline":
         from audience_token.offline import OfflineVerifier
 

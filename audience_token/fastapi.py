@@ -20,10 +20,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Annotated
 
-from fastapi import HTTPException, Request, Security
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import HTTPException
+from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
+from fastapi.requests import HTTPConnection
+from fastapi.security.base import SecurityBase
 
 from audience_token.receiver_answers import Answer, Answers
 from audience_token.asgi import AsyncVerifier
@@ -31,11 +32,8 @@ from audience_token.errors import VerificationError
 from audience_token.identity import Identity
 from audience_token.rules import CallerRule
 
-_SCHEME = HTTPBearer(
-    auto_error=False,
-    scheme_name="ServiceAccountToken",
-    description="A Kubernetes service account token for this service's audience (audience_token).",
-)
+SCHEME_NAME = "ServiceAccountToken"
+"""The name of the HTTP bearer scheme in the OpenAPI document."""
 
 
 class Refused(HTTPException):
@@ -51,10 +49,18 @@ def _unknown(token: str) -> Identity | None:
     return None
 
 
-class Caller:
-    """A dependency answering the request's verified caller; ``allow``: a narrower rule for its routes."""
+class Caller(SecurityBase):
+    """A dependency answering the request's verified caller; ``allow``: a narrower rule for its routes.
+
+    It is its own security scheme (a ``SecurityBase``, as FastAPI's ``HTTPBearer``), so that OpenAPI shows
+    it and FastAPI resolves one dependency per request, not two.
+    """
 
     def __init__(self, verifier: AsyncVerifier, *, allow: CallerRule | str | Iterable[str] | None = None) -> None:
+        self.model = HTTPBearerModel(
+            description=f"A Kubernetes service account token for audience {verifier.audience!r} (audience_token)"
+        )
+        self.scheme_name = SCHEME_NAME
         self.verifier = verifier
         self.allow = CallerRule.parse(allow) if allow is not None else None
         self.answers = Answers(verifier.audience)
@@ -63,9 +69,7 @@ class Caller:
     def __repr__(self) -> str:
         return f"Caller({self.verifier!r}, allow={str(self.allow) if self.allow else None!r})"
 
-    async def __call__(
-        self, request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(_SCHEME)]
-    ) -> Identity:
+    async def __call__(self, request: HTTPConnection) -> Identity:
         token = self.answers.token_of(request.headers.getlist("authorization"))
         if isinstance(token, Answer):
             raise Refused(token)
@@ -75,6 +79,7 @@ class Caller:
             raise Refused(self.answers.refusal(refused)) from None
         if self.allow is not None and not self.allow.allows(identity):
             route = getattr(request.scope.get("route"), "path", None)  # the template, never what the client sent
-            where = f"{request.method} {route}" if isinstance(route, str) else "this route"
+            method = request.scope.get("method", "GET")  # a WebSocket handshake is a GET
+            where = f"{method} {route}" if isinstance(route, str) else "this route"
             raise Refused(self.answers.not_allowed_here(f"{identity.namespace}/{identity.service_account}", where))
         return identity
