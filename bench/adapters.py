@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import statistics
 import sys
 import tempfile
@@ -61,9 +62,16 @@ class ApiThread:
         self.loop = asyncio.new_event_loop()
         threading.Thread(target=self.loop.run_forever, daemon=True).start()
         self.api = asyncio.run_coroutine_threadsafe(BenchApi().start(), self.loop).result(30)
+        self.warmed: list[TokenReviewer] = []
 
     def warm(self, reviewer: TokenReviewer, token: str) -> None:
         asyncio.run_coroutine_threadsafe(reviewer.verify(token), self.loop).result(30)
+        self.warmed.append(reviewer)
+
+    def close(self) -> None:
+        for reviewer in self.warmed:
+            asyncio.run_coroutine_threadsafe(reviewer.close(), self.loop).result(30)
+        asyncio.run_coroutine_threadsafe(self.api.stop(), self.loop).result(30)
 
 
 def _async_batch(loop: asyncio.AbstractEventLoop, call: Callable[[], Awaitable[object]]) -> Batch:
@@ -340,10 +348,18 @@ def cache_hits(api: ApiThread, token: str) -> list[tuple[str, float]]:
     ]
 
 
+def _settle() -> None:
+    """Move every object built so far out of the collector's sight: a full collection over three frameworks
+    costs tens of millions of instructions and would land in whichever window it happens to fall in."""
+    gc.collect()
+    gc.freeze()
+
+
 def child() -> None:
     """Under callgrind: build the subjects, then run ``NAME VARIANT N`` batches read from standard input."""
     api = ApiThread()
     by_name = {s.name: s for s in subjects(api, bench_token())}
+    _settle()
     print("ready", flush=True)
     for line in sys.stdin:
         name, variant, n = line.rstrip("\n").rsplit(" ", 2)
@@ -399,7 +415,7 @@ def instructions(names: list[str], *, requests: int) -> dict[str, tuple[float, f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instructions", action="store_true", help="also count instructions under callgrind")
-    parser.add_argument("--requests", type=int, default=500, help="requests per counted window (callgrind)")
+    parser.add_argument("--requests", type=int, default=1000, help="requests per counted window (callgrind)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.child:
@@ -408,6 +424,7 @@ def main() -> None:
     api = ApiThread()
     token = bench_token()
     found = subjects(api, token)
+    _settle()
     print("| adapter, cache hit | bare us/request | with it | added us | ratio |")
     print("| --- | --- | --- | --- | --- |")
     for subject in found:
@@ -425,6 +442,7 @@ def main() -> None:
         counted = instructions([s.name for s in found], requests=arguments.requests)
         for name, (bare_i, with_i) in counted.items():
             print(f"| {name} | {bare_i:,.0f} | {with_i:,.0f} | {with_i - bare_i:,.0f} | {bare_i / with_i:.2f}x |")
+    api.close()
 
 
 if __name__ == "__main__":
