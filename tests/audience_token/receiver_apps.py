@@ -61,8 +61,6 @@ def reviewer(env: Mapping[str, str] | None = None) -> TokenReviewer:
 
 def flask_app() -> Any:
     """A Flask app whose wsgi_app is behind audience_token.wsgi: ``/`` answers the caller."""
-    import threading
-
     from flask import Flask, jsonify, request
 
     from audience_token.wsgi import AudienceTokenMiddleware, identity_of
@@ -72,7 +70,7 @@ def flask_app() -> Any:
     @app.get("/")
     def whoami() -> Any:
         caller = identity_of(request)
-        return jsonify(caller=str(caller), pod=caller.pod_name, thread=threading.current_thread().name)
+        return jsonify(caller=str(caller), pod=caller.pod_name)
 
     @app.get(OPEN_PATH)
     def ready() -> str:
