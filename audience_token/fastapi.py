@@ -17,8 +17,8 @@
 "message"}}``. Close the verifier in the app's lifespan, or put ``audience_token.asgi`` in front instead.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: FastAPI 0.115 (the extra's floor) reads ``Caller.__call__``'s annotations
+# as objects (an instance has no ``__globals__`` to resolve strings in).
 from collections.abc import Callable, Iterable
 
 from fastapi import HTTPException
