@@ -7,7 +7,7 @@ framework imported here::
 
 The verified caller is in ``scope["state"]["audience_token.identity"]`` (Starlette: ``request.state``),
 read with ``identity_of(request)``. HTTP requests and WebSocket handshakes get the answers of
-``audience_token.receiver_answers`` (401/403/503, ``WWW-Authenticate``, a JSON body); a refused handshake is
+``audience_token.answers`` (401/403/503, ``WWW-Authenticate``, a JSON body); a refused handshake is
 refused before it is accepted, with that same HTTP answer where the server offers the
 ``websocket.http.response`` extension, else with ``websocket.close`` (the server answers 403). The
 verifier's client is closed when the lifespan ends.
@@ -16,12 +16,12 @@ verifier's client is closed when the lifespan ends.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
-from audience_token.receiver_answers import Answer, Answers, OpenPaths
+from audience_token.answers import Gate, HttpRefusal, Verifier
 from audience_token.errors import VerificationError
 from audience_token.identity import Identity
-from audience_token.rules import CallerRule, RouteRules
+from audience_token.rules import CallerRule, OpenPaths, RouteRules, refusal_of_route, response_headers
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -34,17 +34,6 @@ IDENTITY_KEY: Final = "audience_token.identity"
 _AUTHORIZATION: Final = b"authorization"
 _HTTP_RESPONSE: Final = "websocket.http.response"
 _POLICY_VIOLATION: Final = 1008
-
-
-class AsyncVerifier(Protocol):
-    """What the middleware needs of a verifier (``TokenReviewer``, ``OfflineVerifier``)."""
-
-    @property
-    def audience(self) -> str: ...
-
-    async def verify(self, token: str) -> Identity: ...
-
-    async def close(self) -> None: ...
 
 
 def identity_of(scope_or_request: Mapping[str, Any] | Any) -> Identity:
@@ -65,10 +54,6 @@ def identity_of(scope_or_request: Mapping[str, Any] | Any) -> Identity:
     return identity
 
 
-def _unknown(token: str) -> Identity | None:
-    return None
-
-
 class AudienceTokenMiddleware:
     """Verifies the bearer token of every HTTP request and WebSocket handshake except ``open_paths``.
 
@@ -79,19 +64,18 @@ class AudienceTokenMiddleware:
     def __init__(
         self,
         app: ASGIApp,
-        verifier: AsyncVerifier,
+        verifier: Verifier,
         *,
         open_paths: Iterable[str] = (),
         rules: RouteRules | Mapping[str, CallerRule | str | Iterable[str]] | None = None,
     ) -> None:
         self.app = app
         self.verifier = verifier
-        self.answers = Answers(verifier.audience)
+        self.gate = Gate(verifier)
         self.open_paths = OpenPaths(open_paths)
         self.rules = rules if isinstance(rules, RouteRules) else RouteRules(rules)
         self._any_open, self._any_rules = bool(self.open_paths), bool(self.rules)
-        self._verify = verifier.verify
-        self._lookup: Callable[[str], Identity | None] = getattr(verifier, "lookup", _unknown)
+        self._token_of, self._lookup, self._verify = self.gate.token_of, self.gate.lookup, self.gate.verify
 
     def __repr__(self) -> str:
         return f"AudienceTokenMiddleware({self.verifier!r}, open_paths={sorted(self.open_paths.paths)!r})"
@@ -111,7 +95,7 @@ class AudienceTokenMiddleware:
             # A WebSocket handshake is a GET; the path as decoded, which is what routers match.
             route = self.rules.refuses(verdict, scope.get("method", "GET"), scope.get("path", ""))
             if route is not None:
-                verdict = self.answers.not_allowed_here(f"{verdict.namespace}/{verdict.service_account}", route)
+                verdict = refusal_of_route(self.gate, verdict, route)
         if isinstance(verdict, Identity):
             state = scope.get("state")
             scope = dict(scope)
@@ -122,17 +106,17 @@ class AudienceTokenMiddleware:
         else:
             await self._refuse_handshake(verdict, scope, receive, send)
 
-    async def verdict(self, scope: Scope) -> Identity | Answer:
+    async def verdict(self, scope: Scope) -> Identity | HttpRefusal:
         """The caller of ``scope``, or the answer that refuses it."""
         values = [value.decode("latin-1") for name, value in scope.get("headers", ()) if name == _AUTHORIZATION]
-        token = self.answers.token_of(values)
-        if isinstance(token, Answer):
+        token = self._token_of(values)
+        if isinstance(token, HttpRefusal):
             return token
         try:
             identity = self._lookup(token)
             return identity if identity is not None else await self._verify(token)
         except VerificationError as refused:
-            return self.answers.refusal(refused)
+            return self.gate.refusal(refused)
 
     def _closing(self, send: Send) -> Send:
         async def send_after_closing(message: Message) -> None:
@@ -143,7 +127,7 @@ class AudienceTokenMiddleware:
         return send_after_closing
 
     @staticmethod
-    async def _refuse_handshake(answer: Answer, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _refuse_handshake(answer: HttpRefusal, scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()
         if message.get("type") != "websocket.connect":
             return  # the client went away before its handshake was read: nothing to answer
@@ -156,10 +140,10 @@ class AudienceTokenMiddleware:
             await send({"type": "websocket.close", "code": _POLICY_VIOLATION, "reason": reason})
 
 
-def _raw(answer: Answer) -> list[tuple[bytes, bytes]]:
-    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in answer.all_headers()]
+def _raw(answer: HttpRefusal) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in response_headers(answer)]
 
 
-async def _send_http(answer: Answer, send: Send) -> None:
+async def _send_http(answer: HttpRefusal, send: Send) -> None:
     await send({"type": "http.response.start", "status": answer.status, "headers": _raw(answer)})
     await send({"type": "http.response.body", "body": answer.body})

@@ -13,7 +13,7 @@ Keys: ``audience`` and ``allow`` (required); ``open_paths``; ``mode``: ``"tokenr
 
 Sync and async: under WSGI it verifies on the request's thread, under ASGI without blocking the event
 loop; either way through one ``SyncVerifier`` per process (one pool, one single flight). Refusals are
-the answers of every adapter (``audience_token.receiver_answers``).
+the answers of every adapter (``audience_token.answers``).
 """
 
 from __future__ import annotations
@@ -26,11 +26,10 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
 
-from audience_token.receiver_answers import Answer, Answers, OpenPaths
-from audience_token.asgi import AsyncVerifier
+from audience_token.answers import Gate, HttpRefusal, Verifier
 from audience_token.errors import ConfigError, VerificationError
 from audience_token.identity import Identity
-from audience_token.rules import RouteRules
+from audience_token.rules import OpenPaths, RouteRules, refusal_of_route, response_headers
 from audience_token.sync import SyncVerifier
 from audience_token.wsgi import authorization_values
 
@@ -46,7 +45,7 @@ Response = HttpResponse
 GetResponse = Callable[[HttpRequest], Any]
 
 
-def verifier_from(config: Mapping[str, Any]) -> AsyncVerifier:
+def verifier_from(config: Mapping[str, Any]) -> Verifier:
     """The verifier ``config`` (``settings.AUDIENCE_TOKEN``) describes; ConfigError naming what is wrong."""
     unknown = sorted(set(config) - KEYS)
     if unknown:
@@ -103,33 +102,33 @@ class AudienceTokenMiddleware:
             self.rules = RouteRules(config.get("routes"))
         except (ConfigError, ValueError) as error:
             raise ImproperlyConfigured(f"settings.AUDIENCE_TOKEN: {error}") from None
-        self.answers = Answers(self.verifier.audience)
+        self.gate = Gate(self.verifier.verifier)
 
     def __call__(self, request: HttpRequest) -> Any:
         if self.async_mode:
             return self.__acall__(request)
         if self._is_open(request):
             return self.get_response(request)
-        token = self.answers.token_of(authorization_values(request.META.get("HTTP_AUTHORIZATION")))
-        if isinstance(token, Answer):
+        token = self.gate.token_of(authorization_values(request.META.get("HTTP_AUTHORIZATION")))
+        if isinstance(token, HttpRefusal):
             return _response(token)
         try:
             identity = self.verifier.verify(token)
         except VerificationError as refused:
-            return _response(self.answers.refusal(refused))
+            return _response(self.gate.refusal(refused))
         return self._admitted(request, identity) or self.get_response(request)
 
     async def __acall__(self, request: HttpRequest) -> Any:
         get_response: Callable[[HttpRequest], Awaitable[Any]] = self.get_response
         if self._is_open(request):
             return await get_response(request)
-        token = self.answers.token_of(authorization_values(request.META.get("HTTP_AUTHORIZATION")))
-        if isinstance(token, Answer):
+        token = self.gate.token_of(authorization_values(request.META.get("HTTP_AUTHORIZATION")))
+        if isinstance(token, HttpRefusal):
             return _response(token)
         try:
             identity = await self.verifier.averify(token)
         except VerificationError as refused:
-            return _response(self.answers.refusal(refused))
+            return _response(self.gate.refusal(refused))
         return self._admitted(request, identity) or await get_response(request)
 
     def _is_open(self, request: HttpRequest) -> bool:
@@ -146,8 +145,7 @@ class AudienceTokenMiddleware:
         if self.rules:
             route = self.rules.refuses(identity, request.method or "", request.path)
             if route is not None:
-                caller = f"{identity.namespace}/{identity.service_account}"
-                return _response(self.answers.not_allowed_here(caller, route))
+                return _response(refusal_of_route(self.gate, identity, route))
         request.caller = identity  # type: ignore[attr-defined]
         return None
 
@@ -165,8 +163,8 @@ def _shared(config: Mapping[str, Any]) -> SyncVerifier:
     return verifier
 
 
-def _response(answer: Answer) -> HttpResponse:
-    response = HttpResponse(answer.body, status=answer.status, content_type=answer.all_headers()[0][1])
-    for name, value in answer.all_headers()[1:]:
+def _response(answer: HttpRefusal) -> HttpResponse:
+    response = HttpResponse(answer.body, status=answer.status, content_type=answer.content_type)
+    for name, value in response_headers(answer)[1:]:
         response[name] = value
     return response

@@ -19,34 +19,29 @@
 
 # No ``from __future__ import annotations``: FastAPI 0.115 (the extra's floor) reads ``Caller.__call__``'s annotations
 # as objects (an instance has no ``__globals__`` to resolve strings in).
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from fastapi import HTTPException
 from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
 from fastapi.requests import HTTPConnection
 from fastapi.security.base import SecurityBase
 
-from audience_token.receiver_answers import Answer, Answers
-from audience_token.asgi import AsyncVerifier
+from audience_token.answers import Gate, HttpRefusal, Verifier
 from audience_token.errors import VerificationError
 from audience_token.identity import Identity
-from audience_token.rules import CallerRule
+from audience_token.rules import CallerRule, refusal_of_route
 
 SCHEME_NAME = "ServiceAccountToken"
 """The name of the HTTP bearer scheme in the OpenAPI document."""
 
 
 class Refused(HTTPException):
-    """A request ``Caller`` refused: the answer of ``audience_token.receiver_answers``, as FastAPI raises it."""
+    """A request ``Caller`` refused: the answer of ``audience_token.answers``, as FastAPI raises it."""
 
-    def __init__(self, answer: Answer) -> None:
+    def __init__(self, answer: HttpRefusal) -> None:
         detail = {"error": answer.error, "reason": answer.reason, "message": answer.message}
         super().__init__(answer.status, detail=detail, headers=dict(answer.headers))
         self.answer = answer
-
-
-def _unknown(token: str) -> Identity | None:
-    return None
 
 
 class Caller(SecurityBase):
@@ -56,30 +51,30 @@ class Caller(SecurityBase):
     it and FastAPI resolves one dependency per request, not two.
     """
 
-    def __init__(self, verifier: AsyncVerifier, *, allow: CallerRule | str | Iterable[str] | None = None) -> None:
+    def __init__(self, verifier: Verifier, *, allow: CallerRule | str | Iterable[str] | None = None) -> None:
         self.model = HTTPBearerModel(
             description=f"A Kubernetes service account token for audience {verifier.audience!r} (audience_token)"
         )
         self.scheme_name = SCHEME_NAME
         self.verifier = verifier
         self.allow = CallerRule.parse(allow) if allow is not None else None
-        self.answers = Answers(verifier.audience)
-        self._lookup: Callable[[str], Identity | None] = getattr(verifier, "lookup", _unknown)
+        self.gate = Gate(verifier)
 
     def __repr__(self) -> str:
         return f"Caller({self.verifier!r}, allow={str(self.allow) if self.allow else None!r})"
 
     async def __call__(self, request: HTTPConnection) -> Identity:
-        token = self.answers.token_of(request.headers.getlist("authorization"))
-        if isinstance(token, Answer):
+        gate = self.gate
+        token = gate.token_of(request.headers.getlist("authorization"))
+        if isinstance(token, HttpRefusal):
             raise Refused(token)
         try:
-            identity = self._lookup(token) or await self.verifier.verify(token)
+            identity = gate.lookup(token) or await gate.verify(token)
         except VerificationError as refused:
-            raise Refused(self.answers.refusal(refused)) from None
+            raise Refused(gate.refusal(refused)) from None
         if self.allow is not None and not self.allow.allows(identity):
             route = getattr(request.scope.get("route"), "path", None)  # the template, never what the client sent
             method = request.scope.get("method", "GET")  # a WebSocket handshake is a GET
             where = f"{method} {route}" if isinstance(route, str) else "this route"
-            raise Refused(self.answers.not_allowed_here(f"{identity.namespace}/{identity.service_account}", where))
+            raise Refused(refusal_of_route(gate, identity, where))
         return identity

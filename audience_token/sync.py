@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from audience_token.asgi import AsyncVerifier
+from audience_token.answers import Verifier
 from audience_token.errors import ReviewUnavailable
 from audience_token.identity import Identity
 
@@ -36,7 +36,7 @@ def _unknown(token: str) -> Identity | None:
     return None
 
 
-def _default_timeout(verifier: AsyncVerifier) -> float:
+def _default_timeout(verifier: Verifier) -> float:
     # A TokenReview may be sent twice (the verifier's own token rotated: one retry), each bounded.
     settings: Any = getattr(verifier, "settings", None)
     timeout = getattr(settings, "timeout", 5.0)
@@ -46,7 +46,7 @@ def _default_timeout(verifier: AsyncVerifier) -> float:
 class SyncVerifier:
     """``verify(token) -> Identity`` from any thread, over an async verifier on a private loop thread."""
 
-    def __init__(self, verifier: AsyncVerifier, *, timeout: float | None = None) -> None:
+    def __init__(self, verifier: Verifier, *, timeout: float | None = None) -> None:
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be more than 0 seconds, not {timeout}")
         self.verifier = verifier

@@ -5,7 +5,7 @@
     app.wsgi_app = AudienceTokenMiddleware(app.wsgi_app, TokenReviewer("secret-store", allow="api/*"))
 
 The verified caller is ``environ["audience_token.identity"]``, read with ``identity_of(request)``.
-Refusals are the answers of every adapter (``audience_token.receiver_answers``). The async verifier is wrapped in
+Refusals are the answers of every adapter (``audience_token.answers``). The async verifier is wrapped in
 a ``SyncVerifier`` (one private loop thread, one connection pool, one single flight across threads), so
 it works under gunicorn's sync and gthread workers and Flask's development server. Build it in the
 worker (gunicorn's default), not before a fork (``--preload``) if it has verified anything yet.
@@ -17,11 +17,10 @@ from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
 from typing import Any, Final
 
-from audience_token.receiver_answers import Answer, Answers, OpenPaths
-from audience_token.asgi import AsyncVerifier
+from audience_token.answers import Gate, HttpRefusal, Verifier
 from audience_token.errors import VerificationError
 from audience_token.identity import Identity
-from audience_token.rules import CallerRule, RouteRules
+from audience_token.rules import CallerRule, OpenPaths, RouteRules, refusal_of_route, response_headers
 from audience_token.sync import SyncVerifier
 
 Environ = dict[str, Any]
@@ -68,14 +67,14 @@ class AudienceTokenMiddleware:
     def __init__(
         self,
         app: WSGIApp,
-        verifier: SyncVerifier | AsyncVerifier,
+        verifier: SyncVerifier | Verifier,
         *,
         open_paths: Iterable[str] = (),
         rules: RouteRules | Mapping[str, CallerRule | str | Iterable[str]] | None = None,
     ) -> None:
         self.app = app
         self.verifier = verifier if isinstance(verifier, SyncVerifier) else SyncVerifier(verifier)
-        self.answers = Answers(self.verifier.audience)
+        self.gate = Gate(self.verifier.verifier)
         self.open_paths = OpenPaths(open_paths)
         self.rules = rules if isinstance(rules, RouteRules) else RouteRules(rules)
         self._verify = self.verifier.verify
@@ -93,19 +92,19 @@ class AudienceTokenMiddleware:
         if self._any_rules and isinstance(verdict, Identity):
             route = self.rules.refuses(verdict, environ.get("REQUEST_METHOD", ""), path)
             if route is not None:
-                verdict = self.answers.not_allowed_here(f"{verdict.namespace}/{verdict.service_account}", route)
+                verdict = refusal_of_route(self.gate, verdict, route)
         if isinstance(verdict, Identity):
             environ[IDENTITY_KEY] = verdict
             return self.app(environ, start_response)
-        start_response(f"{verdict.status} {HTTPStatus(verdict.status).phrase}", verdict.all_headers())
+        start_response(f"{verdict.status} {HTTPStatus(verdict.status).phrase}", response_headers(verdict))
         return [verdict.body]
 
-    def verdict(self, authorization: str | None) -> Identity | Answer:
+    def verdict(self, authorization: str | None) -> Identity | HttpRefusal:
         """The caller for an ``Authorization`` header (as WSGI gives it), or the answer that refuses it."""
-        token = self.answers.token_of(authorization_values(authorization))
-        if isinstance(token, Answer):
+        token = self.gate.token_of(authorization_values(authorization))
+        if isinstance(token, HttpRefusal):
             return token
         try:
             return self._lookup(token) or self._verify(token)
         except VerificationError as refused:
-            return self.answers.refusal(refused)
+            return self.gate.refusal(refused)
