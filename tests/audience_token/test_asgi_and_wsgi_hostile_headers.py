@@ -1,9 +1,9 @@
 """The header fuzzer of test_hostile_headers, over the ASGI middleware under uvicorn and the WSGI one under gunicorn.
 
 Requests are written byte for byte to the socket. Whatever the headers hold (sizes, binary, invalid
-UTF-8, repeated headers, other schemes, near-JWT shapes): never a 500, and never a TokenReview for a
-malformed token, counted at the FakeApiServer both servers ask. gunicorn's log is checked for
-tracebacks when it stops (``servers.child_serving``).
+UTF-8, repeated headers, other schemes, near-JWT shapes, well-formed JWTs with hostile claim values):
+never a 500, and never a TokenReview for a malformed token, counted at the FakeApiServer both servers
+ask. gunicorn's log is checked for tracebacks when it stops (``servers.child_serving``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from audience_token.asgi import AudienceTokenMiddleware, identity_of
 from tests.audience_token.fake_api import OWN_TOKEN, FakeApiServer, fake_token
 from tests.audience_token.receiver_apps import environment
 from tests.audience_token.servers import gunicorn_serving, uvicorn_serving
-from tests.audience_token.test_hostile_headers import header_sets, request_with, status_of
+from tests.audience_token.test_hostile_headers import header_sets, hostile_claims, jwt_with, request_with, status_of
 from tests.audience_token.tls import make_material
 
 REFUSED_CLEANLY = (None, 400, 401, 413, 431)
@@ -121,3 +121,23 @@ def test_the_counter_the_fuzzer_relies_on_does_count_reviews(servers: Servers, a
     token = fake_token(audiences=("fuzz",), nonce=f"counted-{adapter}")
     assert status_of(servers.ports[adapter], request_with([(b"Authorization", f"Bearer {token}".encode())])) == 200
     assert servers.api.reviews == before + 1
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(claims=hostile_claims)
+@pytest.mark.parametrize("adapter", ["asgi", "wsgi"])
+def test_no_hostile_claim_value_in_a_well_formed_token_gives_a_500(
+    servers: Servers, adapter: str, claims: dict[str, Any]
+) -> None:
+    token = jwt_with(claims)
+    status = status_of(servers.ports[adapter], request_with([(b"Authorization", f"Bearer {token}".encode())]))
+    assert status in (200, 401, 403, 503), status
+
+
+@pytest.mark.parametrize("adapter", ["asgi", "wsgi"])
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+def test_a_401_digit_time_claim_for_the_right_audience_is_401_not_500(
+    servers: Servers, adapter: str, claim: str
+) -> None:
+    token = jwt_with({"aud": ["fuzz"], claim: 10**400})
+    assert status_of(servers.ports[adapter], request_with([(b"Authorization", f"Bearer {token}".encode())])) == 401
