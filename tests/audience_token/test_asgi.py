@@ -52,7 +52,7 @@ def starlette_app() -> Starlette:
             Route("/", whoami),
             Route("/healthz/ready", healthz),
             WebSocketRoute("/ws", echo),
-            Route("/{rest:path}", anything),
+            Route("/{rest:path}", anything, methods=["GET", "POST"]),
         ]
     )
 
@@ -266,3 +266,16 @@ async def _never(*_: Any) -> Any:
 def test_identity_of_an_unprotected_scope_is_a_lookup_error_naming_the_path() -> None:
     with pytest.raises(LookupError, match="'/x'"):
         identity_of({"type": "http", "path": "/x"})
+
+
+async def test_a_refused_request_with_a_body_leaves_the_connection_usable_for_the_next(asgi_url: str) -> None:
+    # The refusal reads no body (an unauthenticated client's upload costs nothing); uvicorn then finds the next
+    # request on the kept-alive connection.
+    token = fake_token(audiences=(AUDIENCE,))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as one_connection:
+        for _ in range(2):
+            async with one_connection.post(asgi_url + "/upload", data=b"x" * 300_000) as response:
+                assert response.status == 401
+        async with one_connection.post(asgi_url + "/upload", data=b"y" * 1000, headers=bearer(token)) as response:
+            assert response.status == 200
+            assert (await response.text()).startswith("protected api/api")

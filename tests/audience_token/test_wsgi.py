@@ -153,3 +153,19 @@ async def test_fifty_concurrent_requests_with_one_new_token_cost_one_token_revie
     statuses = await asyncio.gather(*(call() for _ in range(50)))
     assert statuses == [200] * 50
     assert fake_api.reviews == 1
+
+
+async def test_a_refused_request_with_a_body_leaves_the_connection_usable_for_the_next(
+    url: str, fake_api: FakeApiServer
+) -> None:
+    # The refusal does not read the body (an unauthenticated client's upload costs nothing): the server drains
+    # it and finds the next request on the kept-alive connection. (gunicorn drains at most 64 KiB, then closes the
+    # connection instead: its rule, and the client's to retry.)
+    token = fake_token(audiences=(AUDIENCE,))
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as one_connection:
+        for _ in range(2):
+            async with one_connection.post(url + "/upload", data=b"x" * 30_000) as response:
+                assert response.status == 401
+        async with one_connection.post(url + "/upload", data=b"y" * 1000, headers=bearer(token)) as response:
+            assert response.status == 200
+            assert (await response.text()).startswith("protected api/api")
