@@ -16,8 +16,10 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
+import aiohttp
 import uvicorn
 
 from tests.tools import REPO
@@ -118,3 +120,28 @@ def child_serving(arguments: list[str], *, port: int, env: Mapping[str, str]) ->
             _, errors = child.communicate()
     if errors and "Traceback" in errors:
         raise AssertionError(f"{arguments[1]} logged a traceback:\n{errors}")
+
+
+@contextlib.asynccontextmanager
+async def in_a_thread(manager: AbstractContextManager[str]) -> AsyncIterator[str]:
+    """Enter and leave a blocking server context (a child process, a server thread) off the event loop."""
+    url = await asyncio.to_thread(manager.__enter__)
+    try:
+        yield url
+    finally:
+        await asyncio.to_thread(manager.__exit__, None, None, None)
+
+
+Seen = tuple[int, str | None, str | None, str | None, bytes]
+
+
+async def answer_of(response: aiohttp.ClientResponse) -> Seen:
+    """What a caller sees of an answer: status, WWW-Authenticate, Retry-After, Content-Type and body."""
+    headers = response.headers
+    return (
+        response.status,
+        headers.get("WWW-Authenticate"),
+        headers.get("Retry-After"),
+        headers.get("Content-Type"),
+        await response.read(),
+    )

@@ -19,7 +19,7 @@ from yarl import URL
 from audience_token import Identity, ReviewerSettings, TokenReviewer, protect
 from audience_token.asgi import IDENTITY_KEY, AudienceTokenMiddleware, Message, identity_of
 from tests.audience_token.fake_api import FakeApiServer, fake_token
-from tests.audience_token.servers import uvicorn_serving
+from tests.audience_token.servers import answer_of, uvicorn_serving
 
 AUDIENCE = 'store "prod"'
 
@@ -169,15 +169,7 @@ async def test_every_refusal_is_answered_exactly_as_the_aiohttp_middleware_answe
     ):
         for base in (str(aiohttp_server.make_url("")), asgi_url):
             async with http.get(base.rstrip("/") + "/", headers=headers) as response:
-                answers.append(
-                    (
-                        response.status,
-                        response.headers.get("WWW-Authenticate"),
-                        response.headers.get("Retry-After"),
-                        response.headers.get("Content-Type"),
-                        await response.read(),
-                    )
-                )
+                answers.append(await answer_of(response))
     aiohttp_answer, asgi_answer = answers
     assert asgi_answer == aiohttp_answer
     assert asgi_answer[0] in (401, 403, 503)

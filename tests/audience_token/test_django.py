@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager
 
@@ -13,7 +12,7 @@ from yarl import URL
 from audience_token import ConfigError
 from tests.audience_token.fake_api import OWN_TOKEN, FakeApiServer, fake_token
 from tests.audience_token.receiver_apps import environment
-from tests.audience_token.servers import gunicorn_serving, uvicorn_child_serving
+from tests.audience_token.servers import gunicorn_serving, in_a_thread, uvicorn_child_serving
 
 AUDIENCE = "secret-store"
 SITE = "tests.audience_token.django_site"
@@ -31,12 +30,8 @@ async def url(request: pytest.FixtureRequest, fake_api: FakeApiServer) -> AsyncI
     env = environment(
         audience=AUDIENCE, allow="api/*,ops/*", server=fake_api.url, ca=str(fake_api.material.ca), own_token=OWN_TOKEN
     )
-    manager = serving(request.param, env)
-    base = await asyncio.to_thread(manager.__enter__)
-    try:
+    async with in_a_thread(serving(request.param, env)) as base:
         yield base
-    finally:
-        await asyncio.to_thread(manager.__exit__, None, None, None)
 
 
 @pytest.fixture

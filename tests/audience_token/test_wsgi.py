@@ -18,7 +18,7 @@ from yarl import URL
 from audience_token import ReviewerSettings, TokenReviewer, protect
 from tests.audience_token.fake_api import OWN_TOKEN, FakeApiServer, fake_token
 from tests.audience_token.receiver_apps import environment, flask_app
-from tests.audience_token.servers import gunicorn_serving, werkzeug_serving
+from tests.audience_token.servers import answer_of, gunicorn_serving, in_a_thread, werkzeug_serving
 
 AUDIENCE = 'store "prod"'
 ALLOW = "api/*,ops/*"
@@ -49,12 +49,8 @@ async def url(request: pytest.FixtureRequest, fake_api: FakeApiServer) -> AsyncI
     env = environment(
         audience=AUDIENCE, allow=ALLOW, server=fake_api.url, ca=str(fake_api.material.ca), own_token=OWN_TOKEN
     )
-    manager = serving(request.param, env)
-    base = await asyncio.to_thread(manager.__enter__)
-    try:
+    async with in_a_thread(serving(request.param, env)) as base:
         yield base
-    finally:
-        await asyncio.to_thread(manager.__exit__, None, None, None)
 
 
 @pytest.fixture
@@ -104,15 +100,7 @@ async def test_every_refusal_is_answered_exactly_as_the_aiohttp_middleware_answe
                 answers = []
                 for base in (aiohttp_url, url):
                     async with http.get(base + "/", headers=headers) as response:
-                        answers.append(
-                            (
-                                response.status,
-                                response.headers.get("WWW-Authenticate"),
-                                response.headers.get("Retry-After"),
-                                response.headers.get("Content-Type"),
-                                await response.read(),
-                            )
-                        )
+                        answers.append(await answer_of(response))
                 assert answers[1] == answers[0], case
                 assert answers[1][0] in (401, 403, 503), case
 

@@ -25,7 +25,7 @@ from starlette.routing import Route
 from audience_token import Credentials, ReviewerSettings, TokenReviewer
 from audience_token.asgi import AudienceTokenMiddleware, identity_of
 from tests.audience_token.receiver_apps import environment
-from tests.audience_token.servers import gunicorn_serving, uvicorn_serving
+from tests.audience_token.servers import gunicorn_serving, in_a_thread, uvicorn_serving
 from tests.e2e.conftest import ControlPlane, Registered
 from tests.e2e.pods import annotated
 from tests.e2e.reviewer_support import Forwarder, ReviewerAccount, reviewer_identity
@@ -75,12 +75,9 @@ async def wsgi_receiver(account: ReviewerAccount, server: str, allow: str) -> As
     env = environment(
         audience=AUDIENCE, allow=allow, kubeconfig=str(account.kubeconfig), server=server, success_ttl=SUCCESS_TTL
     )
-    manager = gunicorn_serving("tests.audience_token.receiver_apps:flask_app()", env=env, worker="gthread", threads=4)
-    url = await asyncio.to_thread(manager.__enter__)
-    try:
+    app = "tests.audience_token.receiver_apps:flask_app()"
+    async with in_a_thread(gunicorn_serving(app, env=env, worker="gthread", threads=4)) as url:
         yield url
-    finally:
-        await asyncio.to_thread(manager.__exit__, None, None, None)
 
 
 @pytest.fixture(params=["asgi", "wsgi"])
