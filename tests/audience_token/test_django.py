@@ -113,3 +113,22 @@ def test_a_settings_mistake_is_a_config_error_naming_it(config: dict[str, object
 
     with pytest.raises(ConfigError, match=says):
         verifier_from(config)
+
+
+def test_mode_offline_builds_the_offline_verifier_with_the_issuer() -> None:
+    from audience_token.django import verifier_from
+    from audience_token.offline import OfflineVerifier
+
+    verifier = verifier_from({"audience": "a", "allow": ["api/*"], "mode": "offline", "issuer": "https://issuer.test"})
+    assert isinstance(verifier, OfflineVerifier)
+    assert verifier.issuer == "https://issuer.test"
+
+
+def test_the_cache_ttls_of_mode_tokenreview_come_from_the_settings(fake_api: FakeApiServer) -> None:
+    from audience_token.django import verifier_from
+    from audience_token.reviewer import TokenReviewer
+
+    config = {"audience": "a", "allow": "api/*", "credentials": fake_api.credentials(), "success_ttl": 2}
+    verifier = verifier_from(config)
+    assert isinstance(verifier, TokenReviewer)
+    assert (verifier.settings.success_ttl, verifier.settings.failure_ttl) == (2.0, 10.0)
