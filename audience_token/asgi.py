@@ -18,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any, Final
 
-from audience_token.answers import Gate, HttpRefusal, Verifier
+from audience_token.answers import Gate, HttpRefusal, OpenPaths, Verifier
 from audience_token.errors import VerificationError
 from audience_token.identity import Identity
-from audience_token.rules import CallerRule, OpenPaths, RouteRules, refusal_of_route, response_headers
+from audience_token.rules import CallerRule, RouteRules
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -95,7 +95,7 @@ class AudienceTokenMiddleware:
             # A WebSocket handshake is a GET; the path as decoded, which is what routers match.
             route = self.rules.refuses(verdict, scope.get("method", "GET"), scope.get("path", ""))
             if route is not None:
-                verdict = refusal_of_route(self.gate, verdict, route)
+                verdict = self.gate.route_refusal(verdict, route)
         if isinstance(verdict, Identity):
             state = scope.get("state")
             scope = dict(scope)
@@ -141,7 +141,7 @@ class AudienceTokenMiddleware:
 
 
 def _raw(answer: HttpRefusal) -> list[tuple[bytes, bytes]]:
-    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in response_headers(answer)]
+    return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in answer.all_headers()]
 
 
 async def _send_http(answer: HttpRefusal, send: Send) -> None:

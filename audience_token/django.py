@@ -26,10 +26,10 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpRequest, HttpResponse
 
-from audience_token.answers import Gate, HttpRefusal, Verifier
+from audience_token.answers import Gate, HttpRefusal, OpenPaths, Verifier
 from audience_token.errors import ConfigError, VerificationError
 from audience_token.identity import Identity
-from audience_token.rules import OpenPaths, RouteRules, refusal_of_route, response_headers
+from audience_token.rules import RouteRules
 from audience_token.sync import SyncVerifier
 from audience_token.wsgi import authorization_values
 
@@ -145,7 +145,7 @@ class AudienceTokenMiddleware:
         if self.rules:
             route = self.rules.refuses(identity, request.method or "", request.path)
             if route is not None:
-                return _response(refusal_of_route(self.gate, identity, route))
+                return _response(self.gate.route_refusal(identity, route))
         request.caller = identity  # type: ignore[attr-defined]
         return None
 
@@ -165,6 +165,6 @@ def _shared(config: Mapping[str, Any]) -> SyncVerifier:
 
 def _response(answer: HttpRefusal) -> HttpResponse:
     response = HttpResponse(answer.body, status=answer.status, content_type=answer.content_type)
-    for name, value in response_headers(answer)[1:]:
+    for name, value in answer.all_headers()[1:]:
         response[name] = value
     return response

@@ -29,7 +29,7 @@ from fastapi.security.base import SecurityBase
 from audience_token.answers import Gate, HttpRefusal, Verifier
 from audience_token.errors import VerificationError
 from audience_token.identity import Identity
-from audience_token.rules import CallerRule, refusal_of_route
+from audience_token.rules import CallerRule
 
 SCHEME_NAME = "ServiceAccountToken"
 """The name of the HTTP bearer scheme in the OpenAPI document."""
@@ -76,5 +76,5 @@ class Caller(SecurityBase):
             route = getattr(request.scope.get("route"), "path", None)  # the template, never what the client sent
             method = request.scope.get("method", "GET")  # a WebSocket handshake is a GET
             where = f"{method} {route}" if isinstance(route, str) else "this route"
-            raise Refused(refusal_of_route(gate, identity, where))
+            raise Refused(gate.route_refusal(identity, where))
         return identity

@@ -1,9 +1,4 @@
-"""Which requests a receiver adapter lets through untouched, and narrower callers per route.
-
-``OpenPaths``: exact paths left open, decided on the path as sent *and* as decoded, for adapters whose
-framework gives both (ASGI's ``raw_path``, WSGI's ``RAW_URI``/``REQUEST_URI``).
-
-Narrower rules than the verifier's ``allow``: per route, by method and path, by name or by group.
+"""Narrower rules than the verifier's ``allow``: per route, by method and path, by name or by group.
 
 The verifier's ``allow`` says who may call the service at all; a route may then say who may call *it*.
 A rule lists callers in either form:
@@ -22,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from audience_token.answers import WWW_AUTHENTICATE, Gate, HttpRefusal
 from audience_token.errors import ConfigError
 from audience_token.identity import AllowPattern, Identity, is_namespace
 
@@ -117,55 +111,3 @@ class RouteRules:
 
     def allows(self, identity: Identity, method: str, path: str) -> bool:
         return self.refuses(identity, method, path) is None
-
-
-def refusal_of_route(gate: Gate, identity: Identity, route: str) -> HttpRefusal:
-    """403 for a caller the verifier accepts but ``route``'s own, narrower rule does not name.
-
-    ``route`` is the rule's key or the framework's route template: never the path the client sent.
-    """
-    return HttpRefusal(
-        403,
-        ((WWW_AUTHENTICATE, f'{gate.challenge}, error="insufficient_scope"'),),
-        "insufficient_scope",
-        "not_allowed",
-        f"service account {identity.namespace}/{identity.service_account} is authenticated but not allowed to "
-        f"call {route}: the route's own allow list does not name it",
-    )
-
-
-class OpenPaths:
-    """Exact paths let through without a token, decided on the path as sent *and* as decoded.
-
-    A path is open only when the path the server decoded is listed and the raw path, when the server
-    gives it, is exactly the same text: ``/healthz%2Fready`` or ``/%68ealthz`` are never open, whatever
-    a router later makes of them. (An open path that a client sends percent-encoded therefore asks for a
-    token; no client encodes a plain ``/healthz``.)
-    """
-
-    def __init__(self, paths: Iterable[str]) -> None:
-        if isinstance(paths, str):
-            paths = (paths,)
-        listed = frozenset(paths)
-        for path in listed:
-            if not isinstance(path, str) or not path.startswith("/") or "%" in path or "?" in path:
-                raise ConfigError(f"open path {path!r} must be an exact path such as '/healthz' (no '%', no '?')")
-        self.paths = listed
-
-    def __bool__(self) -> bool:
-        return bool(self.paths)
-
-    def admits(self, path: str, raw: bytes | str | None) -> bool:
-        """Whether ``path`` (decoded) is open, given ``raw`` (the request target's path as sent, if known)."""
-        if path not in self.paths:
-            return False
-        if raw is None:
-            return True
-        if isinstance(raw, bytes):
-            raw = raw.decode("latin-1")
-        return raw.partition("?")[0] == path
-
-
-def response_headers(refusal: HttpRefusal) -> list[tuple[str, str]]:
-    """Every header of a refusal, ``Content-Type`` and ``Content-Length`` first, as a server adapter sends them."""
-    return [("Content-Type", refusal.content_type), ("Content-Length", str(len(refusal.body))), *refusal.headers]

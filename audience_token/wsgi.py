@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterable, Mapping
 from http import HTTPStatus
 from typing import Any, Final
 
-from audience_token.answers import Gate, HttpRefusal, Verifier
+from audience_token.answers import Gate, HttpRefusal, OpenPaths, Verifier
 from audience_token.errors import VerificationError
 from audience_token.identity import Identity
-from audience_token.rules import CallerRule, OpenPaths, RouteRules, refusal_of_route, response_headers
+from audience_token.rules import CallerRule, RouteRules
 from audience_token.sync import SyncVerifier
 
 Environ = dict[str, Any]
@@ -92,11 +92,11 @@ class AudienceTokenMiddleware:
         if self._any_rules and isinstance(verdict, Identity):
             route = self.rules.refuses(verdict, environ.get("REQUEST_METHOD", ""), path)
             if route is not None:
-                verdict = refusal_of_route(self.gate, verdict, route)
+                verdict = self.gate.route_refusal(verdict, route)
         if isinstance(verdict, Identity):
             environ[IDENTITY_KEY] = verdict
             return self.app(environ, start_response)
-        start_response(f"{verdict.status} {HTTPStatus(verdict.status).phrase}", response_headers(verdict))
+        start_response(f"{verdict.status} {HTTPStatus(verdict.status).phrase}", verdict.all_headers())
         return [verdict.body]
 
     def verdict(self, authorization: str | None) -> Identity | HttpRefusal:
