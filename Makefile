@@ -85,6 +85,7 @@ bench: $(STAMP) bench-deps ## instructions per request (callgrind), the review's
 	$(BIN)/python -m bench.micro
 	$(BIN)/python -m bench.load
 	$(BIN)/python -m bench.verify
+	$(BIN)/python -m bench.adapters --instructions
 
 bench-mypyc: $(STAMP) bench-deps ## the instruction counts with webhook/core compiled by mypyc beside them (needs gcc)
 	$(BIN)/python -m bench.instructions --mypyc

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from audience_token.errors import NotAllowed, ReviewUnavailable, Unauthenticated, VerificationError
+from audience_token.errors import ConfigError, NotAllowed, ReviewUnavailable, Unauthenticated, VerificationError
 from audience_token.identity import Identity
 
 log = logging.getLogger("audience_token")
@@ -70,6 +70,10 @@ class HttpRefusal:
     @property
     def content_type(self) -> str:
         return "application/json"
+
+    def all_headers(self) -> list[tuple[str, str]]:
+        """Every header, ``Content-Type`` and ``Content-Length`` first: what an adapter writes itself."""
+        return [("Content-Type", self.content_type), ("Content-Length", str(len(self.body))), *self.headers]
 
 
 def _unknown(token: str) -> Identity | None:
@@ -129,9 +133,54 @@ class Gate:
         headers = ((RETRY_AFTER, str(retry_after)),)
         return self._refuse(503, "temporarily_unavailable", "review_unavailable", refused.message, headers)
 
+    def route_refusal(self, identity: Identity, route: str) -> HttpRefusal:
+        """403 for a caller the verifier accepts but ``route``'s own, narrower rule does not name.
+
+        ``route`` is the rule's key or the framework's route template, never the path the client sent.
+        """
+        headers = ((WWW_AUTHENTICATE, f'{self.challenge}, error="insufficient_scope"'),)
+        message = (
+            f"service account {identity.namespace}/{identity.service_account} is authenticated but not allowed to "
+            f"call {route}: the route's own allow list does not name it"
+        )
+        return self._refuse(403, "insufficient_scope", "not_allowed", message, headers)
+
     @staticmethod
     def _refuse(
         status: int, error: str, reason: str, message: str, headers: tuple[tuple[str, str], ...]
     ) -> HttpRefusal:
         log.debug("refused %s %s: %s (%s)", status, error, reason, message)
         return HttpRefusal(status, headers, error, reason, message)
+
+
+class OpenPaths:
+    """Exact paths let through without a token, decided on the path as sent *and* as decoded.
+
+    For adapters whose server gives both (ASGI's ``raw_path``, WSGI's ``RAW_URI``/``REQUEST_URI``) and
+    whose router matches the decoded one: a path is open only when the decoded path is listed and the
+    raw path, when known, is exactly the same text, so ``/healthz%2Fready`` or ``/%68ealthz`` are never
+    open, whatever a router makes of them. (An open path a client sends percent-encoded asks for a
+    token; no client encodes a plain ``/healthz``.) aiohttp's middleware compares ``path_safe`` instead.
+    """
+
+    def __init__(self, paths: Iterable[str]) -> None:
+        if isinstance(paths, str):
+            paths = (paths,)
+        listed = frozenset(paths)
+        for path in listed:
+            if not isinstance(path, str) or not path.startswith("/") or "%" in path or "?" in path:
+                raise ConfigError(f"open path {path!r} must be an exact path such as '/healthz' (no '%', no '?')")
+        self.paths = listed
+
+    def __bool__(self) -> bool:
+        return bool(self.paths)
+
+    def admits(self, path: str, raw: bytes | str | None) -> bool:
+        """Whether ``path`` (decoded) is open, given ``raw`` (the request target's path as sent, if known)."""
+        if path not in self.paths:
+            return False
+        if raw is None:
+            return True
+        if isinstance(raw, bytes):
+            raw = raw.decode("latin-1")
+        return raw.partition("?")[0] == path

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import secrets
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -62,7 +63,10 @@ class CacheKeys:
 
 
 class TtlLru(Generic[V]):
-    """A bounded mapping whose entries expire; the least recently used goes first when it is full."""
+    """A bounded mapping whose entries expire; the least recently used goes first when it is full.
+
+    Thread-safe: every operation holds a short lock (``audience_token.sync`` reads it from many threads).
+    """
 
     def __init__(self, *, maxsize: int, clock: Callable[[], float] = time.monotonic) -> None:
         if maxsize < 1:
@@ -70,30 +74,37 @@ class TtlLru(Generic[V]):
         self.maxsize = maxsize
         self._clock = clock
         self._entries: OrderedDict[bytes, tuple[float, V]] = OrderedDict()
+        # Each operation reads then changes the dict: without a lock, a thread could find an entry another
+        # thread evicts before it is moved or deleted (KeyError). SyncVerifier answers hits on the calling
+        # threads while its loop thread writes; a lock taken for a few dict operations costs ~0.1 us.
+        self._lock = threading.Lock()
 
     def get(self, key: bytes) -> V | None:
-        entries = self._entries
-        entry = entries.get(key)
-        if entry is None:
-            return None
-        if entry[0] <= self._clock():
-            del entries[key]
-            return None
-        entries.move_to_end(key)
-        return entry[1]
+        with self._lock:
+            entries = self._entries
+            entry = entries.get(key)
+            if entry is None:
+                return None
+            if entry[0] <= self._clock():
+                del entries[key]
+                return None
+            entries.move_to_end(key)
+            return entry[1]
 
     def put(self, key: bytes, value: V, *, ttl: float) -> None:
         """Keep ``value`` for ``ttl`` seconds; a ``ttl`` of zero or less forgets any entry for ``key``."""
-        if ttl <= 0:
-            self._entries.pop(key, None)
-            return
-        self._entries[key] = (self._clock() + ttl, value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.maxsize:
-            self._entries.popitem(last=False)
+        with self._lock:
+            if ttl <= 0:
+                self._entries.pop(key, None)
+                return
+            self._entries[key] = (self._clock() + ttl, value)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.maxsize:
+                self._entries.popitem(last=False)
 
     def clear(self) -> None:
-        self._entries.clear()
+        with self._lock:
+            self._entries.clear()
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -55,6 +55,8 @@ RECEIVER = {
     "fastapi",
     "wsgi",
     "django",
+    "rules",
+    "sync",
 }
 """Checking a token: the verifiers, their cache and transport, the policy, the answers, the server adapters."""
 
