@@ -5,17 +5,21 @@
 #     containerd-<version>/                   containerd, its runc shim and ctr, from containerd's Go module
 # Only the Go module proxy is used (Debian's runc and image tools come from `make node-deps`'s apt step).
 #   build.sh            build what is missing, print the cache folder
-#   build.sh --where    print the cache folder without building (the tests use it to find the binaries)
+#   build.sh --where    print, without building, where each part is: `kubelet=DIR`, `containerd=DIR`, `images=DIR`
+#                       (the tests read it to find them; images.sh writes the images)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 e2e=$(cd "$here/../e2e" && pwd)
 CONTAINERD_VERSION=v2.4.2
 k8s=$(awk '{ for (i = 1; i < NF; i++) if ($i == "k8s.io/kubernetes" && $(i+1) ~ /^v[0-9]/) { print $(i+1); exit } }' "$e2e/go.mod")
 cache=${TOKEN_PROJECTOR_NODE_CACHE:-$HOME/.cache/token-projector/node}
-if [ "${1:-}" = "--where" ]; then echo "$cache"; exit 0; fi
+kubelet=$cache/kubelet-$k8s
+containerd=$cache/containerd-$CONTAINERD_VERSION
+if [ "${1:-}" = "--where" ]; then
+  printf 'kubelet=%s\ncontainerd=%s\nimages=%s\n' "$kubelet" "$containerd" "$cache/images"; exit 0
+fi
 mkdir -p "$cache"
 
-kubelet=$cache/kubelet-$k8s
 if [ ! -x "$kubelet/kubelet" ]; then
   start=$(date +%s)
   rm -rf "$kubelet.tmp" && mkdir -p "$kubelet.tmp"
@@ -25,7 +29,6 @@ if [ ! -x "$kubelet/kubelet" ]; then
   echo "kubelet $k8s built in $(( $(date +%s) - start ))s" >&2
 fi
 
-containerd=$cache/containerd-$CONTAINERD_VERSION
 if [ ! -x "$containerd/containerd" ] || [ ! -x "$containerd/containerd-shim-runc-v2" ] || [ ! -x "$containerd/ctr" ]; then
   start=$(date +%s)
   rm -rf "$containerd.tmp" && mkdir -p "$containerd.tmp"
