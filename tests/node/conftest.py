@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import ControlPlane
+from tests.e2e.tokens import claims_of
 from tests.node.node import Node, start_node
 from tests.node.workloads import (
     EXAMPLE,
@@ -148,8 +149,8 @@ class Example:
     api_port: int
     started: float
     """``time.monotonic()`` when the api Pod was created: its first token is at most this old."""
-    first_token: str
-    """A digest of the api's first token (``workloads.digest``)."""
+    first_token: tuple[str, int]
+    """The api's first token as ``token_seen`` tells it: (digest, ``iat``)."""
 
     def call(self, port: int | None = None) -> tuple[int, dict[str, Any]]:
         """``GET /`` on the api (or another api on ``port``): the data store's answer, passed through."""
@@ -175,10 +176,11 @@ class Example:
         )
         return self.node.run_pod(self.api_namespace, pod), port
 
-    def token_digest(self) -> str:
-        """A digest of the token the api's container reads now (through ``kubectl exec``, as its own user)."""
+    def token_seen(self) -> tuple[str, int]:
+        """The token the api's container reads now (``kubectl exec``, as its own user): its digest and ``iat``."""
         read = json.loads(self.node.read_in(self.api_namespace, self.api["metadata"]["name"], "api", READ_TOKEN))
-        return digest(read["token"])
+        issued_at: int = claims_of(read["token"])["iat"]
+        return digest(read["token"]), issued_at
 
 
 @pytest.fixture(scope="session")
@@ -220,7 +222,7 @@ def example(node: Node, webhook: WebhookPod) -> Example:
         KUBERNETES_SERVICE_PORT=api_server_port,
     )
     node.run_pod(data_store_namespace, pod)
-    example = Example(node, api_namespace, data_store_namespace, data_store_port, {}, 0, time.monotonic(), "")
+    example = Example(node, api_namespace, data_store_namespace, data_store_port, {}, 0, time.monotonic(), ("", 0))
     example.api, example.api_port = example.api_pod("api", audience="data-store", account="api")
-    example.first_token = example.token_digest()
+    example.first_token = example.token_seen()
     return example
