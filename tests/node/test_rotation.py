@@ -18,6 +18,8 @@ pytestmark = pytest.mark.e2e
 POLL_SECONDS = 10
 REFRESH_AFTER_SECONDS = ROTATION_SECONDS * 80 // 100
 JITTER_SECONDS = 10
+SYNC_SECONDS = 60
+"""How late after the refresh point the kubelet may write the new token (its syncFrequency here is 10 s; load)."""
 
 
 def test_the_kubelet_rotates_the_token_at_80_percent_of_its_life_and_the_api_calls_with_the_new_one(
@@ -31,8 +33,12 @@ def test_the_kubelet_rotates_the_token_at_80_percent_of_its_life_and_the_api_cal
         time.sleep(POLL_SECONDS)
         rotated, issued_at = example.token_seen()
     assert rotated != first, f"the token was not rotated within {ROTATION_SECONDS} s"
-    # The kubelet's token manager refreshes after 80% of the life, less up to 10 s of jitter.
-    assert REFRESH_AFTER_SECONDS - JITTER_SECONDS <= issued_at - first_issued_at < ROTATION_SECONDS
+    # The kubelet's token manager refreshes after 80% of the life, less up to 10 s of jitter, at the Pod's next
+    # sync; a long suite may see a second or third rotation (every ≈ 480 s): each must have come at 80%.
+    since_first = issued_at - first_issued_at
+    rotations = max(1, round(since_first / REFRESH_AFTER_SECONDS))
+    earliest, latest = REFRESH_AFTER_SECONDS - JITTER_SECONDS, REFRESH_AFTER_SECONDS + SYNC_SECONDS
+    assert earliest * rotations <= since_first <= latest * rotations, f"issued {since_first} s after the first"
 
     status, body = example.call()
 
