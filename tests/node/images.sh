@@ -13,6 +13,9 @@ repo=$(cd "$here/../.." && pwd)
 cache=${TOKEN_PROJECTOR_NODE_CACHE:-$HOME/.cache/token-projector/node}
 out=$cache/images
 TAG=node-e2e
+for tool in buildah podman mmdebstrap gcc; do
+  command -v "$tool" >/dev/null || { echo "images.sh needs $tool: run \`make node-deps\` (as root)" >&2; exit 2; }
+done
 mkdir -p "$out"
 # crun (podman's default) refuses a hybrid cgroup v1 host, and this host's hard nofile limit is below the
 # default ulimits: builds run with chroot isolation, and any runtime podman starts is runc with lower limits.
