@@ -15,8 +15,12 @@ from tests.e2e.tokens import claims_of, review
 from tests.node.conftest import WebhookPod
 from tests.node.node import NODE_NAME, Node
 from tests.node.workloads import READ_ALL_TOKENS, READ_TOKEN, TRY_TOKEN, sleeper
+from webhook.core.contract import Contract
 
 pytestmark = pytest.mark.e2e
+
+DEFAULTS = Contract()
+"""The webhook's defaults: the image runs with them."""
 
 RESTRICTED = {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532}
 LOCKED_DOWN = {
@@ -51,7 +55,7 @@ def test_a_pod_annotated_for_one_audience_reads_the_kubelets_token_at_the_path_i
 
     read = json.loads(node.read_in(namespace, "one", "app", READ_TOKEN))
 
-    assert read["path"] == "/var/run/secrets/tokens/token"
+    assert read["path"] == DEFAULTS.token_path, "the webhook's default mount path and file"
     assert (read["uid"], read["gid"]) == (65532, 65532)
     assert_bound(read["token"], pod=pod, node=node, audience="data-store")
     assert review(node.control_plane, read["token"], audience="data-store")["authenticated"] is True
@@ -90,7 +94,7 @@ def test_a_pod_annotated_for_several_audiences_gets_one_kubelet_written_token_pe
 
     files = read["files"]
     assert sorted(files) == ["data-store", "secret-store", "token"]
-    assert read["primary"] == "/var/run/secrets/tokens/token"
+    assert read["primary"] == DEFAULTS.token_path
     assert files["token"] == files["data-store"], "the primary's two files hold one token: the kubelet requests it once"
     for audience in ("data-store", "secret-store"):
         assert_bound(files[audience], pod=pod, node=node, audience=audience)
