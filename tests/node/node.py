@@ -17,6 +17,7 @@ free ports, their probes name ``host: 127.0.0.1``, and no CNI network is configu
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -25,6 +26,7 @@ import subprocess
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,9 @@ IMAGES = ("pause", "token-projector", "api-and-data-store")
 SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops", "net/ipv4/ip_forward")
 """What the kubelet (and a CNI bridge) change on the host, under /proc/sys: put back at teardown."""
 IPTABLES = ("iptables", "ip6tables")
+KUBE_CHAINS = ("KUBE-", "CNI-")
+SYSCTL_LOCK = Path("/run/token-projector-node.lock")
+SYSCTL_RECORD = Path("/run/token-projector-node.json")
 NODE_TOKEN = "node-e2e-" + uuid.uuid4().hex
 
 
@@ -74,63 +79,94 @@ def parts() -> dict[str, Path]:
 
 @dataclass
 class HostState:
-    """What a node changes on this host, read before it starts, so that teardown can put it back."""
+    """What a node changes on this host, read before it starts, so that teardown can put it back.
 
-    sysctls: dict[str, str]
-    cgroups: set[Path]
+    Two test sessions on one machine may each run a node: each kubelet has its own cgroup root
+    (``cgroup_root``), and the sysctls' original values are kept in one file shared by every node running
+    (``SYSCTL_RECORD``), restored by the last to stop.
+    """
+
+    cgroup_root: str
+    """This node's cgroup root, the parent of its ``kubepods``, in every hierarchy: no other kubelet touches it."""
+    workdir: Path
     chains: dict[tuple[str, str], set[str]]
-    container_logs: set[Path]
-    """The kubelet links each container's log from ``/var/log/containers``, a fixed path, whatever its root dir."""
 
     @classmethod
-    def read(cls) -> HostState:
-        return cls(
-            {name: (Path("/proc/sys") / name).read_text().strip() for name in SYSCTLS},
-            _kubernetes_cgroups(),
-            _chains(),
-            _container_logs(),
-        )
+    def read(cls, workdir: Path) -> HostState:
+        state = cls("token-projector-node-" + uuid.uuid4().hex[:8], workdir, _chains())
+        _hold_sysctls()
+        for hierarchy in _hierarchies():
+            folder = hierarchy / state.cgroup_root
+            folder.mkdir()
+            for name in ("cpuset.cpus", "cpuset.mems"):  # a new cpuset is empty until given its parent's
+                if (hierarchy / name).exists():
+                    (folder / name).write_text((hierarchy / name).read_text())
+        return state
 
     def restore(self) -> list[str]:
-        """Undo what appeared since ``read``; returns what could not be undone (empty: the host is as it was)."""
+        """Undo what this node did; returns what could not be undone (empty: the host is as it was)."""
         left: list[str] = []
-        for name, value in self.sysctls.items():
-            path = Path("/proc/sys") / name
-            if path.read_text().strip() != value:
-                path.write_text(value)
-        for cgroup in sorted(_kubernetes_cgroups() - self.cgroups, key=lambda p: len(p.parts), reverse=True):
-            try:
-                cgroup.rmdir()
-            except FileNotFoundError:
-                pass
-            except OSError as error:
-                left.append(f"cgroup {cgroup}: {error.strerror}")
+        for hierarchy in _hierarchies():
+            root = hierarchy / self.cgroup_root
+            if not root.is_dir():
+                continue
+            for cgroup in sorted(
+                [root, *(p for p in root.rglob("*") if p.is_dir())], key=lambda p: len(p.parts), reverse=True
+            ):
+                try:
+                    cgroup.rmdir()
+                except FileNotFoundError:
+                    pass
+                except OSError as error:
+                    left.append(f"cgroup {cgroup}: {error.strerror}")
         for (command, table), chains in _chains().items():
-            for chain in sorted(chains - self.chains.get((command, table), set())):
+            new = sorted(c for c in chains - self.chains.get((command, table), set()) if c.startswith(KUBE_CHAINS))
+            for chain in new:
                 subprocess.run([command, "-t", table, "-F", chain], capture_output=True, check=False)
-            for chain in sorted(chains - self.chains.get((command, table), set())):
+            for chain in new:
                 if subprocess.run([command, "-t", table, "-X", chain], capture_output=True, check=False).returncode:
                     left.append(f"{command} -t {table} chain {chain}")
-        for link in _container_logs() - self.container_logs:
-            link.unlink(missing_ok=True)
+        logs = Path("/var/log/containers")  # the kubelet links each container's log there, whatever its root dir
+        for link in logs.iterdir() if logs.is_dir() else ():
+            if link.is_symlink() and Path(os.readlink(link)).is_relative_to(self.workdir):
+                link.unlink(missing_ok=True)
+        _release_sysctls()
         return left
 
 
-def _container_logs() -> set[Path]:
-    folder = Path("/var/log/containers")
-    return set(folder.iterdir()) if folder.is_dir() else set()
+def _hierarchies() -> list[Path]:
+    return [path for path in Path("/sys/fs/cgroup").iterdir() if path.is_dir() and (path / "cgroup.procs").exists()]
 
 
-def _kubernetes_cgroups() -> set[Path]:
-    """Every cgroup folder under ``kubepods`` (and containerd's ``k8s.io``) in every hierarchy."""
-    found: set[Path] = set()
-    for hierarchy in Path("/sys/fs/cgroup").iterdir():
-        for top in ("kubepods", "k8s.io"):
-            root = hierarchy / top
-            if root.is_dir():
-                found.add(root)
-                found.update(path for path in root.rglob("*") if path.is_dir())
-    return found
+@contextlib.contextmanager
+def _sysctl_record() -> Iterator[dict[str, Any]]:
+    """The shared record of the sysctls' original values and of the processes whose node may have changed them."""
+    with SYSCTL_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        record: dict[str, Any] = json.loads(SYSCTL_RECORD.read_text()) if SYSCTL_RECORD.exists() else {}
+        record["holders"] = [pid for pid in record.get("holders", []) if Path(f"/proc/{pid}").exists()]
+        yield record
+        if record["holders"]:
+            SYSCTL_RECORD.write_text(json.dumps(record))
+        else:
+            SYSCTL_RECORD.unlink(missing_ok=True)
+
+
+def _hold_sysctls() -> None:
+    with _sysctl_record() as record:
+        if not record["holders"]:  # no node runs: the values now are the host's own
+            record["originals"] = {name: (Path("/proc/sys") / name).read_text().strip() for name in SYSCTLS}
+        record["holders"].append(os.getpid())
+
+
+def _release_sysctls() -> None:
+    with _sysctl_record() as record:
+        record["holders"] = [pid for pid in record["holders"] if pid != os.getpid()]
+        if not record["holders"]:  # the last node stops: put the host's values back
+            for name, value in record["originals"].items():
+                path = Path("/proc/sys") / name
+                if path.read_text().strip() != value:
+                    path.write_text(value)
 
 
 def _chains() -> dict[tuple[str, str], set[str]]:
@@ -289,7 +325,7 @@ def start_node(work: Path) -> Node:
     """The whole node, started; on any failure everything started so far is stopped and the host restored."""
     found = parts()
     folder = binaries()
-    host = HostState.read()
+    host = HostState.read(work)
     holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--", "sleep", "infinity"])
     node: Node | None = None
     try:
@@ -491,6 +527,7 @@ def _kubelet(node: Node, kubelet: Path) -> None:
         "containerRuntimeEndpoint": f"unix://{socket}",
         # this host: cgroup v1 (hybrid), no systemd, swap allowed, iptables left alone
         "cgroupDriver": "cgroupfs",
+        "cgroupRoot": f"/{node.host.cgroup_root}",
         "failCgroupV1": False,
         "failSwapOn": False,
         "makeIPTablesUtilChains": False,
