@@ -19,7 +19,7 @@ CRDS_STAMP := $(CRDS)/.$(PROMETHEUS_OPERATOR_VERSION)-$(CERT_MANAGER_VERSION)
 GO_MODULE_DIR = $$(go mod download -json $(1) | $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')
 GO     := $(shell command -v go)
 
-.PHONY: help install tools test lint format run certs e2e-deps e2e image-deps bench-deps bench bench-mypyc reliability clean
+.PHONY: help install tools test lint format run certs e2e-deps e2e node-deps images image-deps bench-deps bench bench-mypyc reliability clean
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -57,11 +57,28 @@ $(CRDS_STAMP):
 
 tools: $(TOOLS)/kustomize $(TOOLS)/helm $(TOOLS)/helm3 $(TOOLS)/promtool $(CRDS_STAMP) ## build kustomize, helm (4 and 3), promtool (Go) and fetch the CRDs the tests install
 
-test: $(STAMP) $(if $(GO),tools) ## run the whole test suite (e2e too, once `make e2e-deps` has built it)
+# The node tests' images are rebuilt for each run as root where buildah is installed (`make node-deps`; cached layers).
+NODE_IMAGES := $(if $(shell command -v buildah),$(if $(filter 0,$(shell id -u)),images))
+test: $(STAMP) $(if $(GO),tools) $(NODE_IMAGES) ## run the whole test suite (e2e too, once `make e2e-deps` has built it)
 	$(BIN)/pytest
 
-e2e-deps: ## build etcd, kube-apiserver and kubectl for the e2e tests (Go; cached outside git)
+e2e-deps: ## build etcd, kube-apiserver and kubectl for the e2e tests, and a node's parts (Go; cached outside git)
 	tests/e2e/build.sh
+	$(MAKE) --no-print-directory node-deps
+
+# A real node for tests/node/: Debian's runc and image tools (apt), then the kubelet and containerd (Go, cached).
+NODE_DEBS := runc buildah podman mmdebstrap iptables gcc libc6-dev util-linux
+node-deps: ## the kubelet (the e2e module's Kubernetes version), containerd, runc and the image tools
+	@( for tool in runc buildah podman mmdebstrap iptables gcc nsenter; do command -v $$tool || exit 1; done; \
+	   [ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ] ) >/dev/null 2>&1 \
+	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && export DEBIAN_FRONTEND=noninteractive \
+	  && { apt-get install -y -qq --no-install-recommends --no-upgrade $(NODE_DEBS) \
+	       || { apt-get update -qq && apt-get install -y -qq --no-install-recommends --no-upgrade $(NODE_DEBS); }; }; } \
+	  || { echo "the node tests need: apt-get install $(NODE_DEBS)" >&2; exit 2; }
+	tests/node/build.sh
+
+images: ## build the webhook's and the example's images from their Dockerfiles, and a pause image (buildah, no registry)
+	tests/node/images.sh
 
 e2e: $(STAMP) tools e2e-deps ## only the end-to-end tests against a real kube-apiserver
 	$(BIN)/pytest tests/e2e

@@ -1,4 +1,8 @@
-"""The kubelet's part for the example's Pods, since no kubelet runs here: their tokens, minted and laid out as it does.
+"""A stand-in for the kubelet, for the example's Pods: their tokens, minted and laid out as it does.
+
+The real kubelet runs in ``tests/node/`` (the same claims: token bound to the Pod, at the path the env var names,
+rotated and picked up without a restart); this stand-in stays where it is faster for the same claim: a rotation
+on demand instead of after 480 s, and the example's processes on loopback instead of Pods.
 
 For a ``serviceAccountToken`` source of a projected volume *as the API server stored the Pod*, the
 kubelet asks for a TokenRequest for the Pod's ServiceAccount with the source's audience (none: the

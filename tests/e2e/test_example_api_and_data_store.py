@@ -1,8 +1,8 @@
 """The worked example (examples/api-and-data-store) against the real API server: issue 16's eight proofs.
 
 Its manifests are applied with ``kubectl apply -k``; each Pod is created from its Deployment's template
-through the API server (token-projector registered, so the api's Pod gets its token volume there). No
-kubelet runs, so the test plays its part exactly (``example_kubelet``): the token is minted from the
+through the API server (token-projector registered, so the api's Pod gets its token volume there). A
+stand-in plays the kubelet's part (``example_kubelet``; ``tests/node/`` runs the real one): the token is minted from the
 volume *as stored* (audience, expiration, bound to the Pod) and written in the kubelet's layout, and
 the api's ``SERVICE_ACCOUNT_TOKEN_PATH`` names it. The data store runs with its own ServiceAccount's
 token (its Pod's ``kube-api-access`` volume, minted the same way), which the manifests bind to the
