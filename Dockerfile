@@ -1,4 +1,4 @@
-# token-projector's image: `docker build -t token-projector:0.1.0 .`
+# token-projector's image: `docker build -t token-projector:0.2.0 .`
 # Build stage: install the package and its dependencies from the project's own metadata into a venv.
 # Pinned base: an exact Python patch release on Debian bookworm (pin its digest in your registry mirror).
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm

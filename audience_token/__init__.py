@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from audience_token.offline import OfflineVerifier
     from audience_token.token_file import TokenFile
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _LAZY = {
     "TokenFile": "audience_token.token_file",

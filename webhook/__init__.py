@@ -12,4 +12,4 @@ The package is layered, and each layer imports only those below it:
 :mod:`webhook.errors` is the one exception tree, shared by every layer.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

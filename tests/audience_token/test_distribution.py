@@ -74,7 +74,7 @@ def test_the_installed_library_works_outside_the_repo_and_is_typed(installed: Pa
     code = """
 import importlib.resources, sys
 import audience_token as at
-assert at.__version__ == "0.1.0"
+assert at.__version__ == "0.2.0"
 assert importlib.resources.files("audience_token").joinpath("py.typed").is_file()
 for name in ("TokenReviewer", "Identity", "AllowList", "protect", "identity_of", "TokenFile", "bearer_auth"):
     getattr(at, name)

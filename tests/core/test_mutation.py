@@ -325,7 +325,7 @@ OLD_PATH = Contract(mount_path="/var/run/secrets/tokens")
 
 
 def test_a_pod_with_one_audience_gets_the_same_patch_byte_for_byte_as_before_audience_lists() -> None:
-    # At the mount path of the time (the default until 0.1.0), kept reachable by the setting.
+    # At the mount path of the time (the default before 0.2.0), kept reachable by the setting.
     response = run(fixture("deployment-pod-annotated.json"), OLD_PATH).response["response"]
     assert base64.b64decode(response["patch"]) == ONE_AUDIENCE_PATCH
     assert response["auditAnnotations"] == {

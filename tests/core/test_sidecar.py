@@ -83,7 +83,7 @@ def test_a_pod_with_the_protect_annotations_gets_the_proxy_as_a_native_sidecar_i
     pod = patched(body)
     proxy = proxy_of(pod)
     assert proxy["restartPolicy"] == "Always"
-    assert proxy["image"] == Contract().proxy_image == "token-projector:0.1.0"
+    assert proxy["image"] == Contract().proxy_image == "token-projector:0.2.0"
     assert proxy["command"] == ["token-projector", "proxy"]
     assert proxy["args"] == [
         "--upstream=http://127.0.0.1:8080",

@@ -70,7 +70,7 @@ def test_a_pod_with_only_the_protect_annotations_is_sent_patched_and_stored_unde
     stored = control_plane.create_pod(namespace, protected())
     [proxy] = proxies(stored)
     assert proxy["restartPolicy"] == "Always", "the API server keeps a native sidecar's restartPolicy"
-    assert proxy["image"] == "token-projector:0.1.0"
+    assert proxy["image"] == "token-projector:0.2.0"
     assert proxy["args"][:3] == ["--upstream=http://127.0.0.1:8080", "--audience=secret-store", "--allow=api/api"]
     assert [(p["name"], p["containerPort"]) for p in proxy["ports"]] == [("token-proxy", 8443), ("proxy-probes", 8444)]
     assert proxy["readinessProbe"]["httpGet"]["port"] == "proxy-probes"

@@ -89,7 +89,7 @@ class Contract:
     mount_path: str = setting(
         "/var/run/secrets/token-projector.io/tokens",
         "Where the token volume is mounted, read-only, in each container: a directory of token-projector's own, "
-        "which no other tool's token can be at (until 0.1.0 it was /var/run/secrets/tokens, the Kubernetes "
+        "which no other tool's token can be at (before 0.2.0 it was /var/run/secrets/tokens, the Kubernetes "
         "documentation's example path, where a Pod's own projected token then collided; set it to keep that path).",
     )
     token_file: str = setting("token", "File name of the token inside the mounted volume.")
@@ -144,7 +144,7 @@ class Contract:
         "(kube-api-access-* volume): they asked for an audience token and need no API credential.",
     )
     proxy_image: str = setting(
-        "token-projector:0.1.0",
+        "token-projector:0.2.0",
         "Image of the verifying proxy the webhook adds to a Pod annotated PREFIX/protect-port (docs/proxy.md): "
         "the webhook's own image, which carries the proxy command (the Helm chart passes the image it deploys).",
     )
@@ -185,7 +185,7 @@ class Contract:
         if self.proxy_probe_port == self.proxy_port:
             bad_setting("proxy_probe_port", self.proxy_probe_port, allowed="a port other than proxy_port")
         if not self.proxy_image or self.proxy_image != self.proxy_image.strip() or " " in self.proxy_image:
-            bad_setting("proxy_image", self.proxy_image, allowed="an image reference such as token-projector:0.1.0")
+            bad_setting("proxy_image", self.proxy_image, allowed="an image reference such as token-projector:0.2.0")
         if self.max_audiences < 1:
             bad_setting("max_audiences", self.max_audiences, allowed="a whole number of at least 1")
         if any(not pattern or "," in pattern for pattern in self.allowed_audiences):
