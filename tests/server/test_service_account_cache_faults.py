@@ -45,10 +45,13 @@ class FakeApiServer:
     hang_get: bool = False
     forbid: bool = False
     big_annotation: int = 0
+    list_answer: Any = None
+    """When set, what every list answers instead of the accounts (a fault on purpose)."""
     lists: int = 0
     watches: int = 0
     authorizations: set[str] = field(default_factory=set)
-    events: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    events: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    """What the current watch sends next, one JSON value a line (not always an event: faults are on purpose)."""
 
     def item(self, key: tuple[str, str]) -> dict[str, Any]:
         annotations = dict(self.accounts[key])
@@ -75,9 +78,12 @@ class FakeApiServer:
             return web.json_response({"kind": "Status", "code": 403, "message": "forbidden"}, status=403)
         if request.query.get("watch") != "true":
             self.lists += 1
+            if self.list_answer is not None:
+                return web.json_response(self.list_answer)
             items = [self.item(key) for key in self.accounts]
             return web.json_response({"items": items, "metadata": {"resourceVersion": str(self.version)}})
         self.watches += 1
+        this_watch = self.watches
         response = web.StreamResponse()
         await response.prepare(request)
         if self.watch_ends_at_once:
@@ -89,6 +95,9 @@ class FakeApiServer:
             return response
         while True:
             event = await self.events.get()
+            if self.watches != this_watch:  # the client has since watched again: this stream is dead
+                self.events.put_nowait(event)
+                return response
             await response.write(orjson.dumps(event) + b"\n")
 
     async def get(self, request: web.Request) -> web.Response:
@@ -183,6 +192,47 @@ async def test_watch_events_update_and_delete_and_an_event_over_64_kib_is_read_w
     assert (await cache.lookup("shop", "api")).annotations == {AUDIENCE: "vault"}, "only the prefix is kept"
     await server.events.put({"type": "DELETED", "object": server.item(("shop", "api"))})
     await until(lambda: len(cache) == 0)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [[], {"type": "MODIFIED", "object": "x"}, {"type": "MODIFIED", "object": {"metadata": "x"}}, "x", 7],
+    ids=["a list", "an object that is a string", "metadata that is a string", "a string", "a number"],
+)
+async def test_a_watch_line_that_is_no_event_relists_and_the_cache_still_follows_later_changes(
+    running: tuple[FakeApiServer, ServiceAccountCache], caplog: pytest.LogCaptureFixture, bad: object
+) -> None:
+    server, cache = running
+    await cache.synced.wait()
+    await until(lambda: server.watches == 1)
+    server.accounts[("shop", "api")] = {AUDIENCE: "vault"}  # changed while the bad line is on its way
+    await server.events.put(bad)
+    await until(lambda: cache.relists == 2 and server.watches == 2)
+    assert (await cache.lookup("shop", "api")).annotations == {AUDIENCE: "vault"}, "the relist has the change"
+    assert "is not" in caplog.text or "has no" in caplog.text
+    changed = server.item(("shop", "api"))
+    changed["metadata"]["annotations"] = {AUDIENCE: "data-store"}  # only the watch says so, not a GET
+    await server.events.put({"type": "MODIFIED", "object": changed})
+
+    async def annotations() -> object:
+        return (await cache.lookup("shop", "api")).annotations
+
+    await until_async(annotations, {AUDIENCE: "data-store"})
+
+
+async def test_a_list_page_that_is_no_list_is_retried_and_the_server_becomes_ready_once_it_is(
+    fake: tuple[FakeApiServer, ServerSettings], caplog: pytest.LogCaptureFixture
+) -> None:
+    server, settings = fake
+    server.list_answer = {"items": "x", "metadata": []}
+    server.accounts[("shop", "api")] = {AUDIENCE: "vault"}
+    async with cache_running(settings) as cache:
+        await until(lambda: server.lists >= 2)
+        assert not cache.synced.is_set()
+        assert "has no list of items" in caplog.text, "the failure is logged, not swallowed"
+        server.list_answer = None
+        await asyncio.wait_for(cache.synced.wait(), 5)
+        assert (await cache.lookup("shop", "api")).annotations == {AUDIENCE: "vault"}
 
 
 async def test_a_get_that_never_answers_refuses_the_pod_after_the_bound_saying_so(

@@ -51,6 +51,10 @@ class ApiFailure(Exception):
     """The API server could not be read; the message says why in words a person can act on."""
 
 
+class Malformed(ApiFailure):
+    """A list page or watch event parsed but is not the shape the API defines: relist, the events may be lost."""
+
+
 class ServiceAccountCache:
     """ServiceAccounts' token-projector annotations by (namespace, name), kept current by a watch."""
 
@@ -141,7 +145,9 @@ class ServiceAccountCache:
             except Gone:
                 log.info("ServiceAccount watch expired (410 Gone): listing again")
                 self._resource_version = ""
-            except (ApiFailure, aiohttp.ClientError, TimeoutError, ValueError, OSError) as error:
+            except Exception as error:  # whatever ends a pass, the cache must not stop following
+                if isinstance(error, Malformed):
+                    self._resource_version = ""  # what the bad event said is lost: the next list has it
                 log.warning(
                     "ServiceAccount cache: %s; retrying in %.1f s",
                     _said(error),
@@ -162,10 +168,14 @@ class ServiceAccountCache:
                     raise Gone()  # the continue token expired between pages: start over
                 await _check(response, "list of ServiceAccounts")
                 page = orjson.loads(await response.read())
-            for account in page.get("items") or ():
+            if not isinstance(page, dict):
+                raise Malformed("a page of the list of ServiceAccounts is not a JSON object")
+            items, metadata = page.get("items") or [], page.get("metadata") or {}
+            if not isinstance(items, list) or not isinstance(metadata, dict):
+                raise Malformed("a page of the list of ServiceAccounts has no list of items or no metadata object")
+            for account in items:
                 self._store(account, into=accounts)
-            metadata = page.get("metadata") or {}
-            token, version = metadata.get("continue") or "", metadata.get("resourceVersion") or ""
+            token, version = _text(metadata.get("continue")), _text(metadata.get("resourceVersion"))
             if not token:
                 break
         self._accounts, self._resource_version = accounts, version
@@ -196,26 +206,35 @@ class ServiceAccountCache:
                         applied += 1
         return applied
 
-    def _apply(self, event: dict[str, Any]) -> None:
-        kind, obj = event.get("type"), event.get("object") or {}
+    def _apply(self, event: object) -> None:
+        if not isinstance(event, dict) or not isinstance(event.get("object"), dict):
+            raise Malformed("a ServiceAccount watch event is not a JSON object with an object in it")
+        kind, obj = event.get("type"), event["object"]
         if kind == "ERROR":
-            if obj.get("code") == 410:
+            code = obj.get("code")
+            if code == 410:
                 raise Gone()
-            raise ApiFailure(f"the watch ended with an error (HTTP {obj.get('code')}, {obj.get('reason')})")
-        metadata = obj.get("metadata") or {}
+            status = code if isinstance(code, int) else "?"
+            raise ApiFailure(f"the watch ended with an error (HTTP {status}, {_text(obj.get('reason'))})")
+        metadata = obj.get("metadata")
+        if not isinstance(metadata, dict):
+            raise Malformed(f"a ServiceAccount watch event ({_text(kind)}) has no metadata object")
         if kind in ("ADDED", "MODIFIED"):
             self._store(obj, into=self._accounts)
         elif kind == "DELETED":
-            self._accounts.pop((metadata.get("namespace") or "", metadata.get("name") or ""), None)
-        version = metadata.get("resourceVersion")
+            self._accounts.pop((_text(metadata.get("namespace")), _text(metadata.get("name"))), None)
+        elif kind != "BOOKMARK":
+            raise Malformed("a ServiceAccount watch event has no known type")
+        version = _text(metadata.get("resourceVersion"))
         if version:
             self._resource_version = version
 
-    def _store(self, account: dict[str, Any], *, into: dict[tuple[str, str], Mapping[str, str]]) -> None:
-        metadata = account.get("metadata") or {}
+    def _store(self, account: object, *, into: dict[tuple[str, str], Mapping[str, str]]) -> None:
         annotations = self._keep(account)
-        if annotations is not None:
-            into[(metadata.get("namespace") or "", metadata.get("name") or "")] = annotations
+        if annotations is None or not isinstance(account, dict):
+            raise Malformed("a ServiceAccount is not a JSON object with a metadata object")
+        metadata = account["metadata"]
+        into[(_text(metadata.get("namespace")), _text(metadata.get("name")))] = annotations
 
     def _keep(self, account: object) -> Mapping[str, str] | None:
         """What the cache keeps of ``account``: its annotations under the prefix, or None if it is no account."""
@@ -257,9 +276,14 @@ async def _check(response: aiohttp.ClientResponse, what: str) -> None:
 
 
 def _said(error: BaseException) -> str:
-    """A failure in words, without a response body or anything secret in it."""
+    """A failure in words, without a response body or anything secret in it (only the class of the rest)."""
     if isinstance(error, ApiFailure):
         return str(error)
     if isinstance(error, TimeoutError):
         return "the Kubernetes API did not answer in time"
     return f"{type(error).__name__} talking to the Kubernetes API"
+
+
+def _text(value: object) -> str:
+    """A name, version or token of the API's answer as a string: anything else (absent, a number, a list) is ""."""
+    return value if isinstance(value, str) else ""
