@@ -46,6 +46,8 @@ class FakeApiServer:
     forbid: bool = False
     big_annotation: int = 0
     list_answer: Any = None
+    stall_watches: bool = False
+    """When set, a new watch is never answered (its headers never come), as from a stalled API server."""
     """When set, what every list answers instead of the accounts (a fault on purpose)."""
     lists: int = 0
     watches: int = 0
@@ -84,6 +86,8 @@ class FakeApiServer:
             return web.json_response({"items": items, "metadata": {"resourceVersion": str(self.version)}})
         self.watches += 1
         this_watch = self.watches
+        if self.stall_watches:
+            await asyncio.sleep(3600)
         response = web.StreamResponse()
         await response.prepare(request)
         if self.watch_ends_at_once:
@@ -134,9 +138,9 @@ async def fake(tmp_path: Path) -> AsyncIterator[tuple[FakeApiServer, ServerSetti
 
 
 @contextlib.asynccontextmanager
-async def cache_running(settings: ServerSettings) -> AsyncIterator[ServiceAccountCache]:
+async def cache_running(settings: ServerSettings, **options: Any) -> AsyncIterator[ServiceAccountCache]:
     """A started cache, listing and watching in a task, stopped and closed at the end."""
-    cache = ServiceAccountCache(settings, Contract())
+    cache = ServiceAccountCache(settings, Contract(), **options)
     await cache.start()
     task = asyncio.create_task(cache.run())
     try:
@@ -232,6 +236,36 @@ async def test_a_list_page_that_is_no_list_is_retried_and_the_server_becomes_rea
         assert "has no list of items" in caplog.text, "the failure is logged, not swallowed"
         server.list_answer = None
         await asyncio.wait_for(cache.synced.wait(), 5)
+        assert (await cache.lookup("shop", "api")).annotations == {AUDIENCE: "vault"}
+
+
+async def test_a_cached_account_is_read_by_get_once_the_watch_is_silent_past_the_bound_and_refused_if_unreadable(
+    fake: tuple[FakeApiServer, ServerSettings], caplog: pytest.LogCaptureFixture
+) -> None:
+    server, settings = fake
+    server.accounts[("shop", "api")] = {}
+    async with cache_running(settings, silent_after=0.5) as cache:
+        await cache.synced.wait()
+        await until(lambda: server.watches == 1)
+        assert (await cache.lookup("shop", "api")).annotations == {}
+        server.stall_watches = True  # the open watch sends nothing more, and no new one is answered
+        server.accounts[("shop", "api")] = {AUDIENCE: "vault"}  # annotated during the outage: no event says so
+        await asyncio.sleep(0.7)
+        assert (await cache.lookup("shop", "api")).annotations == {AUDIENCE: "vault"}, "read by GET, not the cache"
+        server.hang_get = True
+        account = await cache.lookup("shop", "api")
+        assert account.annotations is None, "unreadable: the review refuses the Pod"
+        assert account.unreadable_because == "the Kubernetes API did not answer within 0.5 s"
+
+
+async def test_a_quiet_watch_within_the_bound_answers_from_the_cache(
+    fake: tuple[FakeApiServer, ServerSettings],
+) -> None:
+    server, settings = fake
+    server.accounts[("shop", "api")] = {AUDIENCE: "vault"}
+    async with cache_running(settings, silent_after=30) as cache:
+        await cache.synced.wait()
+        server.hang_get = True
         assert (await cache.lookup("shop", "api")).annotations == {AUDIENCE: "vault"}
 
 

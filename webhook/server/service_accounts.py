@@ -9,6 +9,8 @@ gone (410), and retries any other failure after a bounded, jittered backoff.
 
 A Pod whose ServiceAccount is not in the cache (created in the same ``kubectl apply``, its watch
 event not here yet) is answered after a direct GET bounded by ``service_account_lookup_seconds``.
+So is every Pod while the watch has been silent longer than ``SILENT_AFTER_SECONDS`` (no event, no
+bookmark, no watch or list answered): the cache may then be missing changes, and is not trusted.
 When the account cannot be read, the review is told why, and refuses the Pod (fail closed).
 
 The credential is the Pod's own in-cluster token file, re-read for each request (the kubelet
@@ -36,8 +38,12 @@ from webhook.server.settings import ServerSettings
 log = logging.getLogger("token_projector.service_accounts")
 
 PAGE_SIZE = 500
-WATCH_SECONDS = 290
-"""The API server ends each watch after this (a little under 5 minutes); the cache then watches again."""
+WATCH_SECONDS = 60
+"""The API server ends each watch after this; the cache then watches again, so even a cluster where
+nothing changes answers it at least this often (besides the bookmarks it sends)."""
+SILENT_AFTER_SECONDS = WATCH_SECONDS + 30
+"""A watch silent this long (no event, bookmark or new watch answered) may be dead without a word: the
+cache is not trusted any more, each lookup is a GET (which fails closed), until the watch is back."""
 BACKOFF_FIRST, BACKOFF_MAX = 0.2, 30.0
 _NONE: Mapping[str, str] = {}
 """The annotations of every ServiceAccount that has none of ours: one shared mapping, not 10,000."""
@@ -58,8 +64,18 @@ class Malformed(ApiFailure):
 class ServiceAccountCache:
     """ServiceAccounts' token-projector annotations by (namespace, name), kept current by a watch."""
 
-    def __init__(self, settings: ServerSettings, contract: Contract, *, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        contract: Contract,
+        *,
+        metrics: Metrics | None = None,
+        silent_after: float = SILENT_AFTER_SECONDS,
+    ) -> None:
         self._settings, self._contract, self._metrics = settings, contract, metrics
+        self._silent_after = silent_after
+        self._heard_at = float("-inf")
+        """When the API server last told the cache it is current (monotonic): a list, a watch opened, an event."""
         if metrics is not None:
             metrics.service_accounts_cached.set_function(lambda: len(self._accounts))
         self._accounts: dict[tuple[str, str], Mapping[str, str]] = {}
@@ -88,9 +104,10 @@ class ServiceAccountCache:
             await self._session.close()
 
     async def lookup(self, namespace: str, name: str) -> AccountAnnotations:
-        """The account's annotations from the cache, else from a GET bounded in time, else why not."""
+        """The account's annotations from the cache while its watch is alive, else from a GET bounded in time,
+        else why not."""
         cached = self._accounts.get((namespace, name))
-        if cached is not None:
+        if cached is not None and time.monotonic() - self._heard_at <= self._silent_after:
             self._count("cache")
             return AccountAnnotations(namespace, name, cached)
         seconds = self._settings.service_account_lookup_seconds
@@ -179,6 +196,7 @@ class ServiceAccountCache:
             if not token:
                 break
         self._accounts, self._resource_version = accounts, version
+        self._heard_at = time.monotonic()
         log.info("ServiceAccount cache listed", extra={"fields": {"accounts": len(accounts)}})
 
     async def _watch(self) -> int:
@@ -191,11 +209,12 @@ class ServiceAccountCache:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(WATCH_SECONDS),
         }
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=WATCH_SECONDS + 30)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=self._silent_after)
         async with self._request("api/v1/serviceaccounts", params=params, timeout=timeout) as response:
             if response.status == 410:
                 raise Gone()
             await _check(response, "watch of ServiceAccounts")
+            self._heard_at = time.monotonic()  # the watch replays from our version: nothing is missed from here
             pending = b""
             async for chunk in response.content.iter_any():
                 pending += chunk
@@ -203,6 +222,7 @@ class ServiceAccountCache:
                 for line in lines:
                     if line.strip():
                         self._apply(orjson.loads(line))
+                        self._heard_at = time.monotonic()
                         applied += 1
         return applied
 
