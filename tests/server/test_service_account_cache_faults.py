@@ -41,11 +41,14 @@ class FakeApiServer:
     accounts: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     version: int = 1
     watch_gone_once: bool = False
+    watch_always_gone: bool = False
     watch_ends_at_once: bool = False
     hang_get: bool = False
     forbid: bool = False
     big_annotation: int = 0
     list_answer: Any = None
+    list_gone: bool = False
+    """When set, every list answers 410 (an expired continue token), again and again."""
     stall_watches: bool = False
     """When set, a new watch is never answered (its headers never come), as from a stalled API server."""
     """When set, what every list answers instead of the accounts (a fault on purpose)."""
@@ -80,6 +83,8 @@ class FakeApiServer:
             return web.json_response({"kind": "Status", "code": 403, "message": "forbidden"}, status=403)
         if request.query.get("watch") != "true":
             self.lists += 1
+            if self.list_gone:
+                return web.json_response({"kind": "Status", "code": 410, "reason": "Expired"}, status=410)
             if self.list_answer is not None:
                 return web.json_response(self.list_answer)
             items = [self.item(key) for key in self.accounts]
@@ -92,7 +97,7 @@ class FakeApiServer:
         await response.prepare(request)
         if self.watch_ends_at_once:
             return response
-        if self.watch_gone_once:
+        if self.watch_gone_once or self.watch_always_gone:
             self.watch_gone_once = False
             event = {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}}
             await response.write(orjson.dumps(event) + b"\n")
@@ -310,6 +315,29 @@ async def test_a_watch_that_keeps_ending_at_once_is_retried_with_backoff_not_in_
         await cache.synced.wait()
         await asyncio.sleep(1.2)
         assert 2 <= server.watches <= 5, server.watches  # 0.2 + 0.4 + 0.8 s apart
+
+
+async def test_a_list_that_keeps_answering_410_is_retried_with_backoff_not_in_a_tight_loop(
+    fake: tuple[FakeApiServer, ServerSettings],
+) -> None:
+    server, settings = fake
+    server.list_gone = True
+    async with cache_running(settings) as cache:
+        await asyncio.sleep(1.2)
+        assert 2 <= server.lists <= 5, server.lists  # 0.2 + 0.4 + 0.8 s apart
+        server.list_gone = False
+        await asyncio.wait_for(cache.synced.wait(), 5)
+
+
+async def test_a_watch_that_answers_410_as_soon_as_it_opens_is_not_relisted_in_a_tight_loop(
+    fake: tuple[FakeApiServer, ServerSettings],
+) -> None:
+    server, settings = fake
+    server.watch_always_gone = True
+    async with cache_running(settings) as cache:
+        await cache.synced.wait()
+        await asyncio.sleep(1.2)
+        assert 2 <= server.lists <= 6, server.lists
 
 
 async def test_an_account_absent_from_the_api_server_sets_nothing(

@@ -146,12 +146,12 @@ class ServiceAccountCache:
         """List, then watch, forever; relist on 410, back off and resume on any other failure."""
         delay = BACKOFF_FIRST
         while True:
+            listing, started = not self._resource_version, time.monotonic()
             try:
-                if not self._resource_version:
+                if listing:
                     await self._list()
                     self.synced.set()
-                    delay = BACKOFF_FIRST
-                started = time.monotonic()
+                    started = time.monotonic()
                 if await self._watch() or time.monotonic() - started > 1:
                     delay = BACKOFF_FIRST
                 else:  # ended at once with nothing: no tight loop against a server that keeps doing that
@@ -160,8 +160,15 @@ class ServiceAccountCache:
             except asyncio.CancelledError:
                 raise
             except Gone:
-                log.info("ServiceAccount watch expired (410 Gone): listing again")
                 self._resource_version = ""
+                if listing or time.monotonic() - started < 1:
+                    # A 410 on a list's continue token, or on a watch just opened: at once, again and again,
+                    # would be a tight loop against an API server that keeps answering 410.
+                    log.info("ServiceAccount list or watch expired (410 Gone): listing again in %.1f s", delay)
+                    await asyncio.sleep(delay * random.uniform(0.8, 1.2))  # noqa: S311 -- jitter, not a secret
+                    delay = min(delay * 2, BACKOFF_MAX)
+                else:
+                    log.info("ServiceAccount watch expired (410 Gone): listing again")
             except Exception as error:  # whatever ends a pass, the cache must not stop following
                 if isinstance(error, Malformed):
                     self._resource_version = ""  # what the bad event said is lost: the next list has it
