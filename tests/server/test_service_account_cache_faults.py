@@ -110,6 +110,7 @@ class FakeApiServer:
             await response.write(orjson.dumps(event) + b"\n")
 
     async def get(self, request: web.Request) -> web.Response:
+        self.authorizations.add(request.headers.get("Authorization", ""))
         if self.hang_get:
             await asyncio.sleep(3600)
         if self.forbid:
@@ -304,6 +305,40 @@ async def test_a_forbidden_read_says_which_rbac_is_missing_and_never_logs_the_to
         assert server.authorizations == {f"Bearer {TOKEN}"}
         assert TOKEN not in caplog.text
         assert TOKEN not in repr(cache)
+
+
+def put_token(path: Path, content: bytes | None) -> None:
+    """Write ``content`` to the token file, or remove it if None."""
+    if content is None:
+        path.unlink()
+    else:
+        path.write_bytes(content)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b"", b"two words", b"line\nbreak", "t\u00f6ken".encode(), None],
+    ids=["empty", "a space", "a newline", "UTF-8", "gone"],
+)
+async def test_a_bad_re_read_of_its_own_token_file_keeps_the_last_good_token_and_sends_nothing_of_it(
+    running: tuple[FakeApiServer, ServiceAccountCache],
+    fake: tuple[FakeApiServer, ServerSettings],
+    caplog: pytest.LogCaptureFixture,
+    bad: bytes | None,
+) -> None:
+    server, cache = running
+    token_file = Path(fake[1].kube_token_file)
+    await cache.synced.wait()
+    put_token(token_file, bad)
+    server.accounts[("shop", "new")] = {AUDIENCE: "vault"}
+    server.authorizations.clear()
+    assert (await cache.lookup("shop", "new")).annotations == {AUDIENCE: "vault"}
+    assert server.authorizations == {f"Bearer {TOKEN}"}
+    assert "keeping the last good token" in caplog.text
+    put_token(token_file, b"rotated-token")
+    server.authorizations.clear()
+    await cache.lookup("shop", "new")
+    assert server.authorizations == {"Bearer rotated-token"}, "a good rotation is read at once"
 
 
 async def test_a_watch_that_keeps_ending_at_once_is_retried_with_backoff_not_in_a_tight_loop(

@@ -13,12 +13,14 @@ So is every Pod while the watch has been silent longer than ``SILENT_AFTER_SECON
 bookmark, no watch or list answered): the cache may then be missing changes, and is not trusted.
 When the account cannot be read, the review is told why, and refuses the Pod (fail closed).
 
-The credential is the Pod's own in-cluster token file, re-read for each request (the kubelet
-rotates it); it is never logged, and no message quotes a response body.
+The credential is the Pod's own in-cluster token file (``OwnToken``: re-read when it changed, the
+kubelet rotates it; the last good token kept over a bad read); it is never logged, and no message
+quotes a response body.
 """
 
 import asyncio
 import logging
+import os
 import random
 import ssl
 import time
@@ -81,6 +83,7 @@ class ServiceAccountCache:
         self._accounts: dict[tuple[str, str], Mapping[str, str]] = {}
         self._resource_version = ""
         self._session: aiohttp.ClientSession | None = None
+        self._token = OwnToken(Path(settings.kube_token_file))
         self.synced = asyncio.Event()
         self.relists = 0
         self.watches = 0
@@ -277,12 +280,7 @@ class ServiceAccountCache:
     ) -> Any:
         if self._session is None:
             raise ApiFailure("the ServiceAccount cache is not started")
-        try:
-            token = Path(self._settings.kube_token_file).read_text().strip()
-        except OSError as error:
-            raise ApiFailure(
-                f"the token file {self._settings.kube_token_file} cannot be read ({error.strerror})"
-            ) from None
+        token = self._token.read()
         return self._session.get(
             path,
             params=params,
@@ -290,6 +288,67 @@ class ServiceAccountCache:
             timeout=timeout or aiohttp.ClientTimeout(total=30),
             allow_redirects=False,
         )
+
+
+class OwnToken:
+    """The webhook's own API token from the file the kubelet rotates: the same rules as
+    ``audience_token.token_read.RotatingToken``, kept here because the ``token-projector`` distribution
+    does not depend on ``audience_token`` (pyproject: ``serve`` needs only its own dependencies).
+
+    The file is re-read when its ``stat`` (of the resolved path) changed or the token is a minute old;
+    what it holds must look like a token (visible ASCII, under 64 KiB) or it never reaches a header; a
+    failed re-read keeps the last good token (one warning, never the content).
+    """
+
+    MAX_BYTES = 64 * 1024
+    MAX_AGE_SECONDS = 60.0
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._token: str | None = None
+        self._signature: tuple[int, int, int, int] | None = None
+        self._read_at = float("-inf")
+        self._warned = False
+
+    def __repr__(self) -> str:
+        return f"<OwnToken {self.path} {'read' if self._token is not None else 'not read'}>"
+
+    def read(self) -> str:
+        """The current token; ApiFailure (saying why) if no good token was ever read."""
+        try:
+            info = os.stat(self.path)
+            signature: tuple[int, int, int, int] | None = (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_size)
+        except OSError:
+            signature = None
+        now = time.monotonic()
+        if self._token is not None and signature == self._signature and now - self._read_at < self.MAX_AGE_SECONDS:
+            return self._token
+        try:
+            token = self._read_file()
+        except ApiFailure as failure:
+            if self._token is None:
+                raise
+            if not self._warned:
+                self._warned = True
+                log.warning("%s; keeping the last good token", failure)
+            return self._token
+        self._token, self._signature, self._read_at, self._warned = token, signature, now, False
+        return token
+
+    def _read_file(self) -> str:
+        what = f"the token file {self.path}"
+        try:
+            with open(self.path, "rb") as handle:
+                raw = handle.read(self.MAX_BYTES + 1)
+        except OSError as error:
+            raise ApiFailure(f"{what} cannot be read ({error.strerror or type(error).__name__})") from None
+        raw = raw.strip()
+        if not raw or len(raw) > self.MAX_BYTES or not _VISIBLE_ASCII.issuperset(raw):
+            raise ApiFailure(f"{what} holds no token (empty, too large, or characters a token never has)")
+        return raw.decode("ascii")
+
+
+_VISIBLE_ASCII = frozenset(range(0x21, 0x7F))
 
 
 async def _check(response: aiohttp.ClientResponse, what: str) -> None:
