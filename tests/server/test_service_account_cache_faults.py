@@ -396,9 +396,11 @@ async def test_the_service_account_path_with_the_mode_off_answers_404_saying_how
         assert "set --service-account-opt-in" in (await response.json())["error"]
 
 
-async def test_the_server_is_not_ready_until_the_service_accounts_are_listed_then_answers_with_them(
+async def test_the_server_is_ready_while_service_accounts_cannot_be_listed_and_only_their_path_refuses(
     fake: tuple[FakeApiServer, ServerSettings], tmp_path: Path
 ) -> None:
+    # Missing RBAC for serviceaccounts must not take the whole webhook down (every namespace's annotated
+    # Pods): /readyz is ready, /mutate answers, and /mutate/service-accounts refuses saying what to grant.
     server, api = fake
     server.forbid = True
     server.accounts[("api", "api")] = {AUDIENCE: "vault"}
@@ -424,22 +426,32 @@ async def test_the_server_is_not_ready_until_the_service_accounts_are_listed_the
             except aiohttp.ClientConnectionError:
                 return 0
 
-        try:
-            await until_async(ready, 503)
-            await asyncio.sleep(0.5)
-            assert await ready() == 503, "not ready while the list is refused"
-            server.forbid = False
-            await until_async(ready, 200, within=10)
-            body = orjson.dumps(admission_review(make_pod(serviceAccountName="api")))
+        async def answer(path: str, pod: dict[str, Any]) -> dict[str, Any]:
             async with session.post(
-                f"https://127.0.0.1:{settings.port}/mutate/service-accounts",
-                data=body,
+                f"https://127.0.0.1:{settings.port}{path}",
+                data=orjson.dumps(admission_review(pod)),
                 headers={"Content-Type": "application/json"},
             ) as response:
-                answer = await response.json()
-            assert answer["response"]["auditAnnotations"]["injected"].endswith("from=ServiceAccount:api/api")
+                assert response.status == 200
+                return dict((await response.json())["response"])
+
+        try:
+            await until_async(ready, 200)
+            annotated = make_pod(annotations={AUDIENCE: "vault"})
+            assert (await answer("/mutate", annotated))["allowed"] is True, "the main path works without the list"
+            refused = await answer("/mutate/service-accounts", make_pod(serviceAccountName="api"))
+            assert refused["allowed"] is False
+            assert "grant it get, list and watch on serviceaccounts" in refused["status"]["message"]
+            server.forbid = False
+            served = await answer("/mutate/service-accounts", make_pod(serviceAccountName="api"))
+            assert served["auditAnnotations"]["injected"].endswith("from=ServiceAccount:api/api"), "by GET"
+            await until(lambda: server.watches >= 1, within=10)  # listed: the next answer is from the cache
+            served = await answer("/mutate/service-accounts", make_pod(serviceAccountName="api"))
+            assert served["auditAnnotations"]["injected"].endswith("from=ServiceAccount:api/api")
             async with session.get(f"http://127.0.0.1:{settings.probe_port}/metrics") as response:
                 metrics = await response.text()
+            assert 'token_projector_service_account_lookups_total{source="unreadable"} 1.0' in metrics
+            assert 'token_projector_service_account_lookups_total{source="api"} 1.0' in metrics
             assert 'token_projector_service_account_lookups_total{source="cache"} 1.0' in metrics
             assert "token_projector_service_accounts_cached 1.0" in metrics
         finally:

@@ -1,7 +1,8 @@
 """The ServiceAccounts of the cluster, as the review needs them: a list-and-watch cache over aiohttp.
 
-One cache per process, started with the server (``cleanup_ctx``); the server is not ready until its
-first list is in. It keeps, for each ServiceAccount, only its annotations under the prefix (most
+One cache per process, started with the server (``cleanup_ctx``); until its first list is in, each
+lookup is a direct GET (the server is ready at once: only the ServiceAccount path needs the cache).
+It keeps, for each ServiceAccount, only its annotations under the prefix (most
 have none, and share one empty mapping), so 10,000 ServiceAccounts cost a few MiB
 (docs/serviceaccount-opt-in.md). The list is read in pages; the watch resumes from the last
 resourceVersion it saw (bookmarks keep it fresh), relists when the API server says that version is
