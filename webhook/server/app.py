@@ -26,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from webhook.core.contract import Contract
 from webhook.core.document import decode
 from webhook.core.review import AbsentFrom, Reviewed, review, review_body
-from webhook.core.service_accounts import account_of_review
+from webhook.core.service_accounts import SERVICE_ACCOUNTS_PATH, account_of_review
 from webhook.errors import PayloadTooLarge, RequestError, RequestTimeout, ServiceAccountOptInOff, UnsupportedMediaType
 from webhook.server import logs
 from webhook.server.metrics import Metrics
@@ -37,9 +37,6 @@ from webhook.server.tls import CertificateReloader
 log = logging.getLogger("token_projector.server")
 
 MUTATE_PATH = "/mutate"
-SERVICE_ACCOUNTS_PATH = "/mutate/service-accounts"
-"""Where the webhook entry for namespaces with ServiceAccount opt-in calls (docs/serviceaccount-opt-in.md);
-webhook.install.deployment.SERVICE_ACCOUNTS_PATH says the same (a test keeps them equal)."""
 
 ReviewBody = Callable[[bytes, Contract], Reviewed]
 """What answers a body: :func:`webhook.core.review.review_body`, or a benchmark's fake of it."""
