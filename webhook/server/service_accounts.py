@@ -249,7 +249,7 @@ class ServiceAccountCache:
             raise ApiFailure(f"the watch ended with an error (HTTP {status}, {_text(obj.get('reason'))})")
         metadata = obj.get("metadata")
         if not isinstance(metadata, dict):
-            raise Malformed(f"a ServiceAccount watch event ({_text(kind)}) has no metadata object")
+            raise Malformed("a ServiceAccount watch event has no metadata object")  # nothing of it is quoted
         if kind in ("ADDED", "MODIFIED"):
             self._store(obj, into=self._accounts)
         elif kind == "DELETED":
