@@ -58,7 +58,8 @@ class ServerSettings:
     )
     kube_token_file: str = setting(
         f"{SERVICE_ACCOUNT_MOUNT_PATH}/token",
-        "Bearer token file for that API server (re-read for each request: the kubelet rotates it).",
+        "Bearer token file for that API server (re-read when it changes: the kubelet rotates it; "
+        "a bad read keeps the last good token).",
     )
     kube_ca_file: str = setting(
         f"{SERVICE_ACCOUNT_MOUNT_PATH}/ca.crt", "CA bundle that signed the API server's certificate."
