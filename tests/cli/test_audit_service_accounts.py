@@ -77,6 +77,15 @@ def test_running_pods_without_their_service_accounts_token_are_listed_with_how_t
     assert "kubectl -n shop rollout restart deployment/api" in text
 
 
+def test_a_pod_naming_its_account_by_the_deprecated_service_account_field_is_matched_as_the_webhook_does() -> None:
+    report = report_of(
+        labelled=frozenset({"shop"}),
+        serviceaccounts=[account("api", **{"token-projector.io/audience": "vault"})],
+        pods=[stored_pod("api-1", serviceAccount="api")],
+    )
+    assert [p["name"] for p in report["podsWithoutTheirServiceAccountsToken"]] == ["api-1"]
+
+
 def test_pods_of_a_namespace_without_the_label_are_not_said_to_lack_a_token() -> None:
     report = report_of(
         labelled=frozenset(),

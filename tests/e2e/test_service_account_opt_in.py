@@ -227,6 +227,27 @@ def test_a_changed_annotation_reaches_the_next_pods(opt_in: OptInWebhook, contro
     eventually(lambda: audiences_of_new_pod(control_plane, namespace, "api"), ["data-store"])
 
 
+def test_a_pod_created_right_after_its_cached_account_is_annotated_gets_the_token_or_is_refused(
+    opt_in: OptInWebhook, control_plane: ControlPlane
+) -> None:
+    # No `eventually`: the Pod follows the annotation's PUT at once. The cache is behind the API server
+    # by the watch's latency (docs/serviceaccount-opt-in.md says so); here, on a healthy watch, the event
+    # must win against a whole Pod admission, every time, and a Pod is never admitted without its token.
+    namespace = labelled_namespace(control_plane)
+    for attempt in range(5):
+        name = f"api-{attempt}"
+        create_account(control_plane, namespace, name, {})
+        eventually(lambda name=name: audiences_of_new_pod(control_plane, namespace, name), [])  # cached, unannotated
+        annotate(control_plane, namespace, name, {AUDIENCE: "vault"})
+        try:
+            audiences: list[str] | str = audiences_of_new_pod(control_plane, namespace, name)
+        except ApiError as refused:
+            audiences = refused.message
+        assert audiences == ["vault"] or f"ServiceAccount {namespace}/{name}" in audiences, (
+            f"attempt {attempt}: {audiences!r} right after the annotation"
+        )
+
+
 def test_a_deleted_and_recreated_account_keeps_none_of_its_old_annotations(
     opt_in: OptInWebhook, control_plane: ControlPlane
 ) -> None:

@@ -6,10 +6,9 @@ from pathlib import Path
 from tests.manifests.chart import one, template, values_file
 from tests.manifests.conftest import Render, by_kind, with_components
 from webhook.core.contract import Contract
+from webhook.core.service_accounts import SERVICE_ACCOUNTS_PATH
 from webhook.core.wire import Json
-from webhook.install import deployment
 from webhook.install.registration import webhook_configuration
-from webhook.server.app import SERVICE_ACCOUNTS_PATH
 
 LABEL = "token-projector.io/service-accounts"
 RULES = [{"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get", "list", "watch"]}]
@@ -79,7 +78,7 @@ def test_register_with_service_account_opt_in_builds_what_the_component_renders(
     for webhook in built["webhooks"]:
         webhook["clientConfig"].pop("caBundle")
     assert built["webhooks"] == webhooks_of(opted_in(render, rendered_tree))
-    assert deployment.SERVICE_ACCOUNTS_PATH == SERVICE_ACCOUNTS_PATH
+    assert {w["clientConfig"]["service"]["path"] for w in built["webhooks"]} == {"/mutate", SERVICE_ACCOUNTS_PATH}
 
 
 def test_register_with_a_url_calls_the_service_account_path_of_the_same_server() -> None:

@@ -41,14 +41,22 @@ class FakeApiServer:
     accounts: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
     version: int = 1
     watch_gone_once: bool = False
+    watch_always_gone: bool = False
     watch_ends_at_once: bool = False
     hang_get: bool = False
     forbid: bool = False
     big_annotation: int = 0
+    list_answer: Any = None
+    list_gone: bool = False
+    """When set, every list answers 410 (an expired continue token), again and again."""
+    stall_watches: bool = False
+    """When set, a new watch is never answered (its headers never come), as from a stalled API server."""
+    """When set, what every list answers instead of the accounts (a fault on purpose)."""
     lists: int = 0
     watches: int = 0
     authorizations: set[str] = field(default_factory=set)
-    events: asyncio.Queue[dict[str, Any]] = field(default_factory=asyncio.Queue)
+    events: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
+    """What the current watch sends next, one JSON value a line (not always an event: faults are on purpose)."""
 
     def item(self, key: tuple[str, str]) -> dict[str, Any]:
         annotations = dict(self.accounts[key])
@@ -75,23 +83,34 @@ class FakeApiServer:
             return web.json_response({"kind": "Status", "code": 403, "message": "forbidden"}, status=403)
         if request.query.get("watch") != "true":
             self.lists += 1
+            if self.list_gone:
+                return web.json_response({"kind": "Status", "code": 410, "reason": "Expired"}, status=410)
+            if self.list_answer is not None:
+                return web.json_response(self.list_answer)
             items = [self.item(key) for key in self.accounts]
             return web.json_response({"items": items, "metadata": {"resourceVersion": str(self.version)}})
         self.watches += 1
+        this_watch = self.watches
+        if self.stall_watches:
+            await asyncio.sleep(3600)
         response = web.StreamResponse()
         await response.prepare(request)
         if self.watch_ends_at_once:
             return response
-        if self.watch_gone_once:
+        if self.watch_gone_once or self.watch_always_gone:
             self.watch_gone_once = False
             event = {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired"}}
             await response.write(orjson.dumps(event) + b"\n")
             return response
         while True:
             event = await self.events.get()
+            if self.watches != this_watch:  # the client has since watched again: this stream is dead
+                self.events.put_nowait(event)
+                return response
             await response.write(orjson.dumps(event) + b"\n")
 
     async def get(self, request: web.Request) -> web.Response:
+        self.authorizations.add(request.headers.get("Authorization", ""))
         if self.hang_get:
             await asyncio.sleep(3600)
         if self.forbid:
@@ -125,9 +144,9 @@ async def fake(tmp_path: Path) -> AsyncIterator[tuple[FakeApiServer, ServerSetti
 
 
 @contextlib.asynccontextmanager
-async def cache_running(settings: ServerSettings) -> AsyncIterator[ServiceAccountCache]:
+async def cache_running(settings: ServerSettings, **options: Any) -> AsyncIterator[ServiceAccountCache]:
     """A started cache, listing and watching in a task, stopped and closed at the end."""
-    cache = ServiceAccountCache(settings, Contract())
+    cache = ServiceAccountCache(settings, Contract(), **options)
     await cache.start()
     task = asyncio.create_task(cache.run())
     try:
@@ -185,6 +204,77 @@ async def test_watch_events_update_and_delete_and_an_event_over_64_kib_is_read_w
     await until(lambda: len(cache) == 0)
 
 
+@pytest.mark.parametrize(
+    "bad",
+    [[], {"type": "MODIFIED", "object": "x"}, {"type": "MODIFIED", "object": {"metadata": "x"}}, "x", 7],
+    ids=["a list", "an object that is a string", "metadata that is a string", "a string", "a number"],
+)
+async def test_a_watch_line_that_is_no_event_relists_and_the_cache_still_follows_later_changes(
+    running: tuple[FakeApiServer, ServiceAccountCache], caplog: pytest.LogCaptureFixture, bad: object
+) -> None:
+    server, cache = running
+    await cache.synced.wait()
+    await until(lambda: server.watches == 1)
+    server.accounts[("shop", "api")] = {AUDIENCE: "vault"}  # changed while the bad line is on its way
+    await server.events.put(bad)
+    await until(lambda: cache.relists == 2 and server.watches == 2)
+    assert (await cache.lookup("shop", "api")).annotations == {AUDIENCE: "vault"}, "the relist has the change"
+    assert "is not" in caplog.text or "has no" in caplog.text
+    changed = server.item(("shop", "api"))
+    changed["metadata"]["annotations"] = {AUDIENCE: "data-store"}  # only the watch says so, not a GET
+    await server.events.put({"type": "MODIFIED", "object": changed})
+
+    async def annotations() -> object:
+        return (await cache.lookup("shop", "api")).annotations
+
+    await until_async(annotations, {AUDIENCE: "data-store"})
+
+
+async def test_a_list_page_that_is_no_list_is_retried_and_the_server_becomes_ready_once_it_is(
+    fake: tuple[FakeApiServer, ServerSettings], caplog: pytest.LogCaptureFixture
+) -> None:
+    server, settings = fake
+    server.list_answer = {"items": "x", "metadata": []}
+    server.accounts[("shop", "api")] = {AUDIENCE: "vault"}
+    async with cache_running(settings) as cache:
+        await until(lambda: server.lists >= 2)
+        assert not cache.synced.is_set()
+        assert "has no list of items" in caplog.text, "the failure is logged, not swallowed"
+        server.list_answer = None
+        await asyncio.wait_for(cache.synced.wait(), 5)
+        assert (await cache.lookup("shop", "api")).annotations == {AUDIENCE: "vault"}
+
+
+async def test_a_cached_account_is_read_by_get_once_the_watch_is_silent_past_the_bound_and_refused_if_unreadable(
+    fake: tuple[FakeApiServer, ServerSettings], caplog: pytest.LogCaptureFixture
+) -> None:
+    server, settings = fake
+    server.accounts[("shop", "api")] = {}
+    async with cache_running(settings, silent_after=0.5) as cache:
+        await cache.synced.wait()
+        await until(lambda: server.watches == 1)
+        assert (await cache.lookup("shop", "api")).annotations == {}
+        server.stall_watches = True  # the open watch sends nothing more, and no new one is answered
+        server.accounts[("shop", "api")] = {AUDIENCE: "vault"}  # annotated during the outage: no event says so
+        await asyncio.sleep(0.7)
+        assert (await cache.lookup("shop", "api")).annotations == {AUDIENCE: "vault"}, "read by GET, not the cache"
+        server.hang_get = True
+        account = await cache.lookup("shop", "api")
+        assert account.annotations is None, "unreadable: the review refuses the Pod"
+        assert account.unreadable_because == "the Kubernetes API did not answer within 0.5 s"
+
+
+async def test_a_quiet_watch_within_the_bound_answers_from_the_cache(
+    fake: tuple[FakeApiServer, ServerSettings],
+) -> None:
+    server, settings = fake
+    server.accounts[("shop", "api")] = {AUDIENCE: "vault"}
+    async with cache_running(settings, silent_after=30) as cache:
+        await cache.synced.wait()
+        server.hang_get = True
+        assert (await cache.lookup("shop", "api")).annotations == {AUDIENCE: "vault"}
+
+
 async def test_a_get_that_never_answers_refuses_the_pod_after_the_bound_saying_so(
     running: tuple[FakeApiServer, ServiceAccountCache],
 ) -> None:
@@ -217,6 +307,40 @@ async def test_a_forbidden_read_says_which_rbac_is_missing_and_never_logs_the_to
         assert TOKEN not in repr(cache)
 
 
+def put_token(path: Path, content: bytes | None) -> None:
+    """Write ``content`` to the token file, or remove it if None."""
+    if content is None:
+        path.unlink()
+    else:
+        path.write_bytes(content)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [b"", b"two words", b"line\nbreak", "t\u00f6ken".encode(), None],
+    ids=["empty", "a space", "a newline", "UTF-8", "gone"],
+)
+async def test_a_bad_re_read_of_its_own_token_file_keeps_the_last_good_token_and_sends_nothing_of_it(
+    running: tuple[FakeApiServer, ServiceAccountCache],
+    fake: tuple[FakeApiServer, ServerSettings],
+    caplog: pytest.LogCaptureFixture,
+    bad: bytes | None,
+) -> None:
+    server, cache = running
+    token_file = Path(fake[1].kube_token_file)
+    await cache.synced.wait()
+    put_token(token_file, bad)
+    server.accounts[("shop", "new")] = {AUDIENCE: "vault"}
+    server.authorizations.clear()
+    assert (await cache.lookup("shop", "new")).annotations == {AUDIENCE: "vault"}
+    assert server.authorizations == {f"Bearer {TOKEN}"}
+    assert "keeping the last good token" in caplog.text
+    put_token(token_file, b"rotated-token")
+    server.authorizations.clear()
+    await cache.lookup("shop", "new")
+    assert server.authorizations == {"Bearer rotated-token"}, "a good rotation is read at once"
+
+
 async def test_a_watch_that_keeps_ending_at_once_is_retried_with_backoff_not_in_a_tight_loop(
     fake: tuple[FakeApiServer, ServerSettings],
 ) -> None:
@@ -226,6 +350,29 @@ async def test_a_watch_that_keeps_ending_at_once_is_retried_with_backoff_not_in_
         await cache.synced.wait()
         await asyncio.sleep(1.2)
         assert 2 <= server.watches <= 5, server.watches  # 0.2 + 0.4 + 0.8 s apart
+
+
+async def test_a_list_that_keeps_answering_410_is_retried_with_backoff_not_in_a_tight_loop(
+    fake: tuple[FakeApiServer, ServerSettings],
+) -> None:
+    server, settings = fake
+    server.list_gone = True
+    async with cache_running(settings) as cache:
+        await asyncio.sleep(1.2)
+        assert 2 <= server.lists <= 5, server.lists  # 0.2 + 0.4 + 0.8 s apart
+        server.list_gone = False
+        await asyncio.wait_for(cache.synced.wait(), 5)
+
+
+async def test_a_watch_that_answers_410_as_soon_as_it_opens_is_not_relisted_in_a_tight_loop(
+    fake: tuple[FakeApiServer, ServerSettings],
+) -> None:
+    server, settings = fake
+    server.watch_always_gone = True
+    async with cache_running(settings) as cache:
+        await cache.synced.wait()
+        await asyncio.sleep(1.2)
+        assert 2 <= server.lists <= 6, server.lists
 
 
 async def test_an_account_absent_from_the_api_server_sets_nothing(
@@ -249,9 +396,11 @@ async def test_the_service_account_path_with_the_mode_off_answers_404_saying_how
         assert "set --service-account-opt-in" in (await response.json())["error"]
 
 
-async def test_the_server_is_not_ready_until_the_service_accounts_are_listed_then_answers_with_them(
+async def test_the_server_is_ready_while_service_accounts_cannot_be_listed_and_only_their_path_refuses(
     fake: tuple[FakeApiServer, ServerSettings], tmp_path: Path
 ) -> None:
+    # Missing RBAC for serviceaccounts must not take the whole webhook down (every namespace's annotated
+    # Pods): /readyz is ready, /mutate answers, and /mutate/service-accounts refuses saying what to grant.
     server, api = fake
     server.forbid = True
     server.accounts[("api", "api")] = {AUDIENCE: "vault"}
@@ -277,22 +426,32 @@ async def test_the_server_is_not_ready_until_the_service_accounts_are_listed_the
             except aiohttp.ClientConnectionError:
                 return 0
 
-        try:
-            await until_async(ready, 503)
-            await asyncio.sleep(0.5)
-            assert await ready() == 503, "not ready while the list is refused"
-            server.forbid = False
-            await until_async(ready, 200, within=10)
-            body = orjson.dumps(admission_review(make_pod(serviceAccountName="api")))
+        async def answer(path: str, pod: dict[str, Any]) -> dict[str, Any]:
             async with session.post(
-                f"https://127.0.0.1:{settings.port}/mutate/service-accounts",
-                data=body,
+                f"https://127.0.0.1:{settings.port}{path}",
+                data=orjson.dumps(admission_review(pod)),
                 headers={"Content-Type": "application/json"},
             ) as response:
-                answer = await response.json()
-            assert answer["response"]["auditAnnotations"]["injected"].endswith("from=ServiceAccount:api/api")
+                assert response.status == 200
+                return dict((await response.json())["response"])
+
+        try:
+            await until_async(ready, 200)
+            annotated = make_pod(annotations={AUDIENCE: "vault"})
+            assert (await answer("/mutate", annotated))["allowed"] is True, "the main path works without the list"
+            refused = await answer("/mutate/service-accounts", make_pod(serviceAccountName="api"))
+            assert refused["allowed"] is False
+            assert "grant it get, list and watch on serviceaccounts" in refused["status"]["message"]
+            server.forbid = False
+            served = await answer("/mutate/service-accounts", make_pod(serviceAccountName="api"))
+            assert served["auditAnnotations"]["injected"].endswith("from=ServiceAccount:api/api"), "by GET"
+            await until(lambda: server.watches >= 1, within=10)  # listed: the next answer is from the cache
+            served = await answer("/mutate/service-accounts", make_pod(serviceAccountName="api"))
+            assert served["auditAnnotations"]["injected"].endswith("from=ServiceAccount:api/api")
             async with session.get(f"http://127.0.0.1:{settings.probe_port}/metrics") as response:
                 metrics = await response.text()
+            assert 'token_projector_service_account_lookups_total{source="unreadable"} 1.0' in metrics
+            assert 'token_projector_service_account_lookups_total{source="api"} 1.0' in metrics
             assert 'token_projector_service_account_lookups_total{source="cache"} 1.0' in metrics
             assert "token_projector_service_accounts_cached 1.0" in metrics
         finally:

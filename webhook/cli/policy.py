@@ -12,6 +12,7 @@ from typing import Any
 from webhook.cli.manifests import _yaml
 from webhook.cli.options import add_arguments, load
 from webhook.core.contract import Contract
+from webhook.core.kubernetes import SYSTEM_NAMESPACE
 from webhook.core.policy import admission_policies
 from webhook.core.wire import Json
 from webhook.install.deployment import NAMESPACE, OPT_OUT_LABEL
@@ -35,7 +36,7 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
 
 def run(args: argparse.Namespace) -> int:
     objects = admission_policies(
-        load(Contract, args), excluded_namespaces=("kube-system", args.namespace), opt_out_label=OPT_OUT_LABEL
+        load(Contract, args), excluded_namespaces=(SYSTEM_NAMESPACE, args.namespace), opt_out_label=OPT_OUT_LABEL
     )
     sys.stdout.write(render(objects))
     return 0

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.core.contract import AUDIENCE_KEY, Contract
+from webhook.core.pod import service_account_of
 from webhook.core.review import review
 from webhook.core.service_accounts import INHERITED_KEYS, AccountAnnotations, token_annotations
 from webhook.core.sidecar import asks_for_proxy
@@ -225,8 +226,7 @@ def _service_account_opt_in(inventory: Inventory, contract: Contract) -> tuple[l
     lacking = []
     for pod in inventory.lists.get("pods", []):
         namespace = _meta(pod, "namespace")
-        spec = pod.get("spec")
-        name = (spec.get("serviceAccountName") if isinstance(spec, dict) else None) or "default"
+        name = service_account_of(pod) if isinstance(pod.get("spec"), dict) else "default"
         account = annotated.get((namespace, str(name)))
         if account is None or (labelled is not None and namespace not in labelled) or _has_volume(pod, contract):
             continue

@@ -2,6 +2,8 @@
 
 SERVICE_ACCOUNT_MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
 """Where the kubelet mounts the API token (legacy Secret or kube-api-access) in every container."""
+SYSTEM_NAMESPACE = "kube-system"
+"""The control plane's namespace: never sent to the webhook or its policies (their Pods must always start)."""
 MIRROR_POD_ANNOTATION = "kubernetes.io/config.mirror"
 """Marks a static Pod's mirror; the API server forbids mirror Pods any service account token."""
 MIN_EXPIRATION_SECONDS = 600

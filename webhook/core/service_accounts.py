@@ -12,18 +12,21 @@ looks at the Pod and would not find the value there.
 """
 
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from webhook.core.annotations import TokenSpec, read_token_spec
 from webhook.core.contract import AUDIENCE_KEY, EXPIRATION_KEY, PROTECT_KEYS, SKIP_CONTAINERS_KEY, Contract
 from webhook.core.kubernetes import MIRROR_POD_ANNOTATION
 from webhook.core.messages import shown
+from webhook.core.pod import service_account_of
 from webhook.errors import Denied
 
 NAMESPACE_LABEL = "token-projector.io/service-accounts"
 """A namespace labelled ``token-projector.io/service-accounts: enabled`` sends all its Pods to the webhook,
 whose review then applies their ServiceAccounts' annotations (docs/serviceaccount-opt-in.md)."""
 NAMESPACE_LABEL_VALUE = "enabled"
+SERVICE_ACCOUNTS_PATH = "/mutate/service-accounts"
+"""Where the webhook entry for those namespaces calls: the server serves it, registration and manifests name it."""
 
 INHERITED_KEYS = (AUDIENCE_KEY, EXPIRATION_KEY)
 """The annotations a ServiceAccount may set for its Pods (``skip-containers`` names a Pod's containers)."""
@@ -64,14 +67,8 @@ def account_of_review(body: object) -> tuple[str, str] | None:
     annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
     if isinstance(annotations, dict) and MIRROR_POD_ANNOTATION in annotations:
         return None
-    name = _account_name(spec)
-    return (namespace, name) if name else None
-
-
-def _account_name(spec: dict[str, Any]) -> str | None:
-    """As ``pod.service_account_of`` reads it, but None for a value that is not a string (the review refuses it)."""
-    name = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
-    return name if isinstance(name, str) else None
+    name: object = service_account_of(pod)  # not a string in a malformed Pod: the review refuses that one
+    return (namespace, name) if isinstance(name, str) else None
 
 
 def token_annotations(annotations: Mapping[str, str], contract: Contract) -> dict[str, str]:

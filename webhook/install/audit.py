@@ -14,6 +14,7 @@ import orjson
 
 from webhook.core.audit import Inventory, Unread, protected_accounts
 from webhook.core.contract import Contract
+from webhook.core.kubernetes import SYSTEM_NAMESPACE
 from webhook.core.service_accounts import NAMESPACE_LABEL, NAMESPACE_LABEL_VALUE
 from webhook.core.wire import Json
 from webhook.errors import ClusterError
@@ -187,14 +188,14 @@ def read_inventory(
             "CoreV1Api",
             "list_namespaced_config_map",
             resource="configmaps",
-            namespace="kube-system",
+            namespace=SYSTEM_NAMESPACE,
             field_selector=f"metadata.name={TRACKING_CONFIGMAP}",
         )
         accounts = protected_accounts(lists, contract) if contract is not None else {}
         reviewers = lister.may_review_tokens(sorted(accounts))
     finally:
         kube.api_client.close()
-    exempt = {"kube-system", webhook_namespace}
+    exempt = {SYSTEM_NAMESPACE, webhook_namespace}
     exempt.update(
         str((n.get("metadata") or {}).get("name"))
         for n in namespaces or ()

@@ -15,8 +15,6 @@ CONFIGURATION_NAME = "token-projector"
 WEBHOOK_NAME = "audience-token.token-projector.io"
 SERVICE_ACCOUNT_WEBHOOK_NAME = "service-account.token-projector.io"
 """The second entry, for namespaces with ServiceAccount opt-in (docs/serviceaccount-opt-in.md)."""
-SERVICE_ACCOUNTS_PATH = "/mutate/service-accounts"
-"""The path that entry calls (the server's, webhook.server.app.SERVICE_ACCOUNTS_PATH, is this one)."""
 OPT_OUT_LABEL = "token-projector.io/opt-out"
 """A namespace labelled ``token-projector.io/opt-out: "true"`` is never sent to the webhook."""
 TIMEOUT_SECONDS = 5

@@ -16,7 +16,8 @@ from urllib.parse import urlparse
 from cryptography import x509
 
 from webhook.core.contract import OPT_IN_KEYS, Contract
-from webhook.core.service_accounts import NAMESPACE_LABEL, NAMESPACE_LABEL_VALUE
+from webhook.core.kubernetes import SYSTEM_NAMESPACE
+from webhook.core.service_accounts import NAMESPACE_LABEL, NAMESPACE_LABEL_VALUE, SERVICE_ACCOUNTS_PATH
 from webhook.core.wire import Json
 from webhook.errors import ClusterError, ConfigError
 from webhook.install.deployment import (
@@ -24,7 +25,6 @@ from webhook.install.deployment import (
     NAMESPACE,
     OPT_OUT_LABEL,
     SERVICE_ACCOUNT_WEBHOOK_NAME,
-    SERVICE_ACCOUNTS_PATH,
     SERVICE_NAME,
     SERVICE_PORT,
     TIMEOUT_SECONDS,
@@ -72,7 +72,7 @@ def webhook_configuration(
         ],
         "namespaceSelector": {
             "matchExpressions": [
-                {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", namespace]},
+                {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": [SYSTEM_NAMESPACE, namespace]},
                 {"key": OPT_OUT_LABEL, "operator": "NotIn", "values": ["true"]},
             ]
         },

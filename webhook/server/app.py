@@ -26,7 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from webhook.core.contract import Contract
 from webhook.core.document import decode
 from webhook.core.review import AbsentFrom, Reviewed, review, review_body
-from webhook.core.service_accounts import account_of_review
+from webhook.core.service_accounts import SERVICE_ACCOUNTS_PATH, account_of_review
 from webhook.errors import PayloadTooLarge, RequestError, RequestTimeout, ServiceAccountOptInOff, UnsupportedMediaType
 from webhook.server import logs
 from webhook.server.metrics import Metrics
@@ -37,9 +37,6 @@ from webhook.server.tls import CertificateReloader
 log = logging.getLogger("token_projector.server")
 
 MUTATE_PATH = "/mutate"
-SERVICE_ACCOUNTS_PATH = "/mutate/service-accounts"
-"""Where the webhook entry for namespaces with ServiceAccount opt-in calls (docs/serviceaccount-opt-in.md);
-webhook.install.deployment.SERVICE_ACCOUNTS_PATH says the same (a test keeps them equal)."""
 
 ReviewBody = Callable[[bytes, Contract], Reviewed]
 """What answers a body: :func:`webhook.core.review.review_body`, or a benchmark's fake of it."""
@@ -285,12 +282,9 @@ async def run_server(
     # measured, this takes the large-Pod p99 at one connection from ~20-30 ms down to ~6 ms.
     gc.collect()
     gc.freeze()
-    cache = app.get(ACCOUNTS)
-    if cache is not None:  # not ready until the ServiceAccounts are listed (or until asked to stop)
-        waits = [asyncio.ensure_future(cache.synced.wait()), asyncio.ensure_future(stop.wait())]
-        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        for wait in waits:
-            wait.cancel()
+    # Ready without waiting for the ServiceAccount list: only /mutate/service-accounts needs it, and until
+    # it is in, each of its lookups is a direct GET that fails closed (missing RBAC for serviceaccounts
+    # refuses the opted-in namespaces' Pods, saying so, and nothing else).
     lifecycle.ready = not stop.is_set()
     log.info(
         "serving",

@@ -7,6 +7,7 @@ makes its flags, environment variables, ``--help`` and README table from these f
 from dataclasses import dataclass
 
 from webhook.core.contract import bad_setting, setting
+from webhook.core.kubernetes import SERVICE_ACCOUNT_MOUNT_PATH
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,11 +57,12 @@ class ServerSettings:
         "https://kubernetes.default.svc", "The Kubernetes API server the ServiceAccount cache reads from."
     )
     kube_token_file: str = setting(
-        "/var/run/secrets/kubernetes.io/serviceaccount/token",
-        "Bearer token file for that API server (re-read for each request: the kubelet rotates it).",
+        f"{SERVICE_ACCOUNT_MOUNT_PATH}/token",
+        "Bearer token file for that API server (re-read when it changes: the kubelet rotates it; "
+        "a bad read keeps the last good token).",
     )
     kube_ca_file: str = setting(
-        "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt", "CA bundle that signed the API server's certificate."
+        f"{SERVICE_ACCOUNT_MOUNT_PATH}/ca.crt", "CA bundle that signed the API server's certificate."
     )
     service_account_lookup_seconds: float = setting(
         2.0,
