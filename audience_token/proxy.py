@@ -34,6 +34,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import re
 import signal
 import ssl
 import time
@@ -466,22 +467,27 @@ class _Forwarder:
                 return self._failed(error, request)
             except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
                 return self._failed(aiohttp.ServerDisconnectedError(), request)
-            lines = raw.decode("latin-1").split("\r\n")
-            status_line = lines[0].split(" ", 2)
-            status = int(status_line[1]) if len(status_line) > 1 and status_line[1].isdigit() else 0
+            answer = _upgrade_answer(raw)
+            if answer is None:
+                return self.gateway_answer(
+                    502,
+                    "upstream_invalid",
+                    f"the upstream at {self.origin} answered the WebSocket upgrade with a status line or header "
+                    "that is not valid HTTP",
+                    request,
+                )
+            status, fields = answer
             if status != 101:
-                said = f"with status {status}" if status else "with an answer that is not HTTP"
                 return self.gateway_answer(
                     502,
                     "upgrade_refused",
-                    f"the upstream at {self.origin} refused the WebSocket upgrade {said}",
+                    f"the upstream at {self.origin} refused the WebSocket upgrade with status {status}",
                     request,
                 )
             response = web.StreamResponse(status=101)
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                if name and name.lower() not in ("connection", "upgrade", "content-length", "transfer-encoding"):
-                    response.headers.add(name.strip(), value.strip())
+            for name, value in fields:
+                if name.lower() not in ("connection", "upgrade", "content-length", "transfer-encoding"):
+                    response.headers.add(name, value)
             response.headers[hdrs.CONNECTION] = "Upgrade"
             response.headers[hdrs.UPGRADE] = headers[hdrs.UPGRADE]
             response.force_close()
@@ -526,6 +532,29 @@ class _Forwarder:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+_STATUS_LINE: Final = re.compile(r"HTTP/1\.[01] ([0-9]{3})(?: [^\x00-\x08\x0a-\x1f\x7f]*)?")
+_FIELD_NAME: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE: Final = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
+"""RFC 9112's status line, field name (a token) and field value (no control character but tab): ASCII
+digits only, so '1²1' is not a status, and no bare CR or LF, which would end the line in the answer."""
+
+
+def _upgrade_answer(raw: bytes) -> tuple[int, list[tuple[str, str]]] | None:
+    """The status and header fields of the upstream's answer to an upgrade (``raw`` ends in CRLF CRLF);
+    None when any line of it is not valid HTTP/1.1."""
+    lines = raw.decode("latin-1").split("\r\n")[:-2]
+    status_line = _STATUS_LINE.fullmatch(lines[0]) if lines else None
+    if status_line is None:
+        return None
+    fields: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon or not _FIELD_NAME.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
+            return None
+        fields.append((name, value.strip(" \t")))
+    return int(status_line[1]), fields
 
 
 class _Feed:

@@ -242,6 +242,44 @@ async def test_an_upgrade_the_app_refuses_is_a_502_naming_its_status(proxy: Runn
     assert refused.value.status == 502
 
 
+UPGRADE_ANSWERS_NOT_HTTP: dict[str, bytes] = {
+    "a status of a superscript digit": "HTTP/1.1 1²1 Switching Protocols\r\n\r\n".encode("latin-1"),
+    "a status of Arabic-Indic digits": "HTTP/1.1 ١٠١ Switching Protocols\r\n\r\n".encode(),
+    "no status": b"HTTP/1.1\r\n\r\n",
+    "not HTTP at all": b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
+    "a header with a bare LF": b"HTTP/1.1 101 Switching Protocols\r\nX-Split: a\nInjected: b\r\n\r\n",
+    "a header with a bare CR": b"HTTP/1.1 101 Switching Protocols\r\nX-Split: a\rInjected: b\r\n\r\n",
+    "a header line without a colon": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade websocket\r\n\r\n",
+    "a header name with a space": b"HTTP/1.1 101 Switching Protocols\r\nX Bad: a\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(UPGRADE_ANSWERS_NOT_HTTP))
+async def test_an_upgrade_answer_that_is_not_http_is_a_502_upstream_invalid_not_a_500(
+    fake_api: FakeApiServer, case: str
+) -> None:
+    """A fake upstream (a real server cannot be made to send these) answers the upgrade with garbage."""
+
+    async def answer_badly(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(UPGRADE_ANSWERS_NOT_HTTP[case])
+        await writer.drain()
+        await reader.read()  # hold the connection until the proxy closes it
+        writer.close()
+
+    server = await asyncio.start_server(answer_badly, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    raw = (
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer " + CALLER.encode() + b"\r\n\r\n"
+    )
+    async with server, proxy_serving(reverse_proxy(reviewer_of(fake_api), upstream=f"http://127.0.0.1:{port}")) as p:
+        answer = await exchange(p.port, raw)
+    assert answer.startswith(b"HTTP/1.1 502 "), answer[:300]
+    assert b'"upstream_invalid"' in answer
+    assert b"Injected" not in answer
+
+
 # --- probes and metrics ---------------------------------------------------------------------------------
 
 
