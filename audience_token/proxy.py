@@ -73,6 +73,9 @@ HOP_BY_HOP: Final = frozenset(
 )
 """Headers that describe one connection, not the message: never forwarded in either direction (RFC 9110 7.6.1)."""
 
+IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+"""Methods a request may be sent twice with (RFC 9110 9.2.2): the only ones retried on a closed pooled connection."""
+
 DEFAULT_IDENTITY_PREFIX: Final = "X-Remote-"
 EXTRA_KEYS: Final = (EXTRA_POD_NAME, EXTRA_POD_UID, EXTRA_CREDENTIAL_ID)
 """The identity's extras forwarded as ``PREFIX + "Extra-" + percent-encoded key``, as kube-apiserver names them."""
@@ -345,7 +348,9 @@ class _Forwarder:
         assert session is not None, "start() first"
         url = self.origin + request.rel_url.raw_path_qs
         body = _request_body(request, self.limits.client_body_timeout) if request.body_exists else None
-        attempts = 1 if body is not None else 2  # a pooled connection the app just closed: retry a bodiless request
+        # A pooled connection the app had just closed: a bodiless request is sent again, if doing it twice is
+        # harmless (RFC 9110 9.2.2). A POST or PATCH may have run already: its 502 is the caller's to judge.
+        attempts = 2 if body is None and request.method in IDEMPOTENT else 1
         for attempt in range(attempts):
             try:
                 upstream = await session.request(

@@ -215,6 +215,26 @@ async def test_an_app_that_closes_without_answering_is_a_502(fake_api: FakeApiSe
     assert (status, body["reason"]) == (502, "upstream_closed")
 
 
+@pytest.mark.parametrize(("method", "again"), [("POST", False), ("PATCH", False), ("GET", True), ("DELETE", True)])
+async def test_only_an_idempotent_request_is_sent_again_after_the_app_hangs_up(
+    fake_api: FakeApiServer, method: str, again: bool
+) -> None:
+    """A fake app (hanging up is the fault) that counts the requests it reads: a POST must never run twice."""
+    heads: list[bytes] = []
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, proxy_serving(reverse_proxy(reviewer_of(fake_api), upstream=f"http://127.0.0.1:{port}")) as p:
+        status, _, body = await get(f"{p.url}/echo", bearer(), method=method)
+    assert (status, body["reason"]) == (502, "upstream_closed")
+    assert {head.split(b" ", 1)[0] for head in heads} == {method.encode()}
+    assert (len(heads) > 1) is again, f"{method} was sent {len(heads)} times"
+
+
 # --- WebSocket ------------------------------------------------------------------------------------------
 
 
