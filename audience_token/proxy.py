@@ -846,12 +846,12 @@ async def serve(
     await runner.setup()
     runners = [runner]
     try:
-        await web.TCPSite(runner, listen.address, listen.port, ssl_context=listen.ssl_context).start()
+        await _listen_on(runner, listen.address, listen.port, listen.ssl_context)
         if listen.probe_port:
             probes = web.AppRunner(probe_app(proxy), access_log=None, handle_signals=False)
             await probes.setup()
             runners.append(probes)
-            await web.TCPSite(probes, listen.address, listen.probe_port).start()
+            await _listen_on(probes, listen.address, listen.probe_port, None)
         forwarder.lifecycle.ready = True
         log.info(
             "serving",
@@ -875,3 +875,11 @@ async def serve(
         for each in runners:
             await each.cleanup()
         log.info("stopped")
+
+
+async def _listen_on(runner: web.AppRunner, address: str, port: int, ssl_context: ssl.SSLContext | None) -> None:
+    """Serve ``runner`` on ``address:port``; a port in use or not allowed is a ConfigError naming both."""
+    try:
+        await web.TCPSite(runner, address, port, ssl_context=ssl_context).start()
+    except OSError as error:
+        raise ConfigError(f"cannot listen on {address}:{port}: {error.strerror or error}") from None

@@ -124,6 +124,8 @@ async def _status_with_ca(running: ProxyProcess, material: Material) -> int:
         (["--upstream", "http://127.0.0.1:8080", "--audience", "a", "--allow", "A/B"], "allow pattern"),
         (["--outbound"], "--target / TOKEN_PROJECTOR_TARGET"),
         (["--outbound", "--target", "https://x.example", "--address", "0.0.0.0"], "loopback address"),
+        (["--outbound", "--target", "https://x.example", "--target-ca-file", "/nonexistent/ca"], "--target-ca-file"),
+        (["--outbound", "--target", "https://x.example", "--target-ca-file", __file__], "--target-ca-file"),
     ],
 )
 def test_settings_that_cannot_work_exit_2_with_a_message_that_names_them(arguments: list[str], said: str) -> None:
@@ -136,6 +138,7 @@ def test_settings_that_cannot_work_exit_2_with_a_message_that_names_them(argumen
     )
     assert result.returncode == 2, result.stderr
     assert said in result.stderr
+    assert "cannot listen" not in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -150,9 +150,6 @@ def run(args: argparse.Namespace) -> int:
     logs.configure(settings.log_level)
     try:
         asyncio.run(serve(settings))
-    except OSError as error:  # binding a port: the only I/O before serving that is not the library's
-        ports = f"{settings.listen_address}:{settings.port} (or --probe-port {settings.probe_port})"
-        raise ConfigError(f"cannot listen on {ports}: {error.strerror or error}") from None
     finally:
         logging.shutdown()
     return 0
@@ -174,7 +171,8 @@ async def serve(settings: ProxySettings, *, stop: asyncio.Event | None = None) -
             shutdown_timeout=settings.shutdown_timeout_seconds,
             keepalive_timeout=settings.keepalive_timeout_seconds,
         )
-        await proxy.serve(app, listen, stop=stop)
+        with _library_errors():  # a port in use: the library's ConfigError names the address and port
+            await proxy.serve(app, listen, stop=stop)
 
 
 def limits_of(settings: ProxySettings) -> "ProxyLimits":
@@ -199,7 +197,14 @@ async def _proxy_app(settings: ProxySettings) -> "web.Application":
 
     limits = limits_of(settings)
     if settings.outbound:
-        context = ssl.create_default_context(cafile=settings.target_ca_file or None)
+        try:
+            context = ssl.create_default_context(cafile=settings.target_ca_file or None)
+        except OSError as error:  # ssl.SSLError is one: a file that is not a PEM CA bundle
+            bad_setting(
+                "target_ca_file",
+                settings.target_ca_file,
+                allowed=f"a readable PEM CA bundle (it cannot be loaded: {error.strerror or error})",
+            )
         token_file = TokenFile(settings.token_path or None)
         return proxy.outbound_proxy(token_file, target=settings.target, limits=limits, ssl_context=context)
     proxy.loopback_upstream(settings.upstream)  # a wrong upstream is reported before any credentials are read
