@@ -10,12 +10,14 @@ import ssl
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+import audience_token
 from audience_token import ReviewerSettings
 from audience_token.proxy import ProxyLimits
 from tests.audience_token.fake_api import FakeApiServer, fake_token
@@ -24,6 +26,8 @@ from tests.proxy.process import ProxyProcess, fake_api_kubeconfig, log_lines, pr
 from tests.proxy.scenarios import MiB, drain_under_load, stream_100_mib_each_way
 from webhook.cli.options import settings_table
 from webhook.cli.proxy import ProxySettings, limits_of
+
+REPO = Path(__file__).parents[2]
 
 CALLER = fake_token()
 
@@ -142,6 +146,28 @@ def test_settings_that_cannot_work_exit_2_with_a_message_that_names_them(argumen
     assert "Traceback" not in result.stderr
 
 
+def test_without_the_library_the_command_exits_2_naming_the_extra_to_install() -> None:
+    probe = (
+        "import sys\n"
+        "sys.modules['audience_token'] = None  # as after `pip install token-projector` alone\n"
+        "from webhook.cli import main\n"
+        "sys.exit(main(['proxy', '--upstream', 'http://127.0.0.1:8080', '--audience', 'a', '--allow', 'a/b']))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "pip install 'token-projector[proxy]'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_proxy_extra_depends_on_the_librarys_own_distribution_at_its_version() -> None:
+    root = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    library = tomllib.loads((REPO / "audience_token" / "pyproject.toml").read_text())["project"]
+    (requirement,) = root["optional-dependencies"]["proxy"]
+    name, _, minimum = requirement.partition(">=")
+    assert name == library["name"]
+    assert minimum == audience_token.__version__, "the extra asks for the version this repository's library has"
+
+
 def test_a_port_in_use_exits_2_saying_which(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -187,7 +213,7 @@ def test_the_command_lines_defaults_are_the_librarys() -> None:
 
 
 def test_docs_proxy_md_shows_the_settings_table_generated_from_the_code() -> None:
-    page = (Path(__file__).parents[2] / "docs" / "proxy.md").read_text()
+    page = (REPO / "docs" / "proxy.md").read_text()
     assert settings_table(ProxySettings) in page, (
         "docs/proxy.md's settings table is out of date; regenerate it with python -c 'from webhook.cli.options "
         "import settings_table; from webhook.cli.proxy import ProxySettings; print(settings_table(ProxySettings))'"
