@@ -49,7 +49,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 from yarl import URL
 
-from audience_token.errors import MALFORMED, ConfigError, TokenFileError, Unauthenticated
+from audience_token.answers import Gate, HttpRefusal
+from audience_token.errors import ConfigError, TokenFileError, unexpected
 from audience_token.identity import EXTRA_CREDENTIAL_ID, EXTRA_POD_NAME, EXTRA_POD_UID, Identity
 from audience_token.middleware import IDENTITY, Verifier, token_middleware
 from audience_token.token_file import TokenFile
@@ -576,33 +577,10 @@ class _Feed:
         self._reader.feed_eof()
 
 
-class _Guarded:
-    """``verifier``, whose ``verify`` turns a value it cannot compute with (an ``exp`` of 400 digits: an
-    OverflowError from float()) into the refusal of a malformed token, which the middleware answers as
-    a 401, instead of an exception that aiohttp answers as a 500. ``lookup`` is the verifier's own."""
-
-    def __init__(self, verifier: Verifier) -> None:
-        self._verifier = verifier
-        self.audience = verifier.audience
-        self.close = verifier.close
-        lookup = getattr(verifier, "lookup", None)
-        if lookup is not None:
-            self.lookup = lookup
-
-    async def verify(self, token: str) -> Identity:
-        try:
-            return await self._verifier.verify(token)
-        except (ArithmeticError, ValueError) as error:
-            if isinstance(error, ConfigError):
-                raise
-            log.warning(
-                "a token's claims could not be computed with", extra={"fields": {"error": type(error).__name__}}
-            )
-            raise Unauthenticated(
-                "the token cannot be read: a claim holds a value out of any range (such as an exp of hundreds "
-                "of digits); send the token the kubelet wrote, unchanged",
-                reason=MALFORMED,
-            ) from None
+def _refusal_response(refusal: HttpRefusal) -> web.Response:
+    return web.Response(
+        body=refusal.body, status=refusal.status, headers=refusal.headers, content_type=refusal.content_type
+    )
 
 
 def _no_tunnels() -> web.Response:
@@ -646,7 +624,8 @@ def reverse_proxy(
     """
     limits = limits or ProxyLimits()
     forwarder = _Forwarder(loopback_upstream(upstream), limits, ssl_context=False, mode="inbound")
-    check = token_middleware(_Guarded(verifier))
+    check = token_middleware(verifier)
+    gate = Gate(verifier)
     open_set = frozenset(open_paths)
     prefix = limits.identity_prefix
     user_header, group_header, extra_prefix = f"{prefix}User", f"{prefix}Group", f"{prefix}Extra-"
@@ -664,7 +643,10 @@ def reverse_proxy(
         if request.rel_url.raw_path in open_set:  # the raw path: '/%68ealthz' is not '/healthz' here
             outcome = "open"
         else:
-            verdict = await check(request, _passed)
+            try:
+                verdict = await check(request, _passed)
+            except Exception as error:  # a defect in a verifier of one's own: the library's 503, never a 500
+                verdict = _refusal_response(gate.refusal(unexpected(error)))
             if verdict is not _PASSED:
                 return verdict, "refused"
             identity: Identity = request[IDENTITY]

@@ -7,8 +7,10 @@ import json
 
 import pytest
 
+from audience_token.identity import Identity
+from audience_token.proxy import reverse_proxy
 from tests.audience_token.fake_api import fake_token
-from tests.proxy.support import Running, exchange
+from tests.proxy.support import Running, exchange, proxy_serving
 
 CALLER = fake_token()
 
@@ -90,3 +92,30 @@ async def test_a_token_whose_exp_is_out_of_any_range_is_a_401_not_a_500(proxy: R
     assert answer.startswith(b"HTTP/1.1 401 "), answer[:300]
     assert b'error="invalid_token"' in answer
     assert token.encode() not in answer
+
+
+class _DefectiveVerifier:
+    """A verifier of one's own with a bug: its verify() raises what no refusal is."""
+
+    audience = "secret-store"
+
+    async def verify(self, token: str) -> Identity:
+        raise ValueError("a bug in the verifier, not the caller's fault")
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_defect_in_the_verifier_is_a_503_not_a_401_blaming_the_caller(
+    app_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with proxy_serving(reverse_proxy(_DefectiveVerifier(), upstream=app_url)) as running:
+        answer = await exchange(
+            running.port, f"GET /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CALLER}\r\n\r\n".encode()
+        )
+    assert answer.startswith(b"HTTP/1.1 503 "), answer[:300]
+    assert b'"temporarily_unavailable"' in answer
+    assert b"Retry-After: " in answer
+    assert b"invalid_token" not in answer
+    assert CALLER.encode() not in answer
+    assert any("failed unexpectedly: ValueError" in r.getMessage() for r in caplog.records)
