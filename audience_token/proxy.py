@@ -52,6 +52,7 @@ from yarl import URL
 from audience_token.answers import Gate, HttpRefusal
 from audience_token.errors import ConfigError, TokenFileError, unexpected
 from audience_token.identity import EXTRA_CREDENTIAL_ID, EXTRA_POD_NAME, EXTRA_POD_UID, Identity
+from audience_token.kube import may_carry_a_token
 from audience_token.middleware import IDENTITY, Verifier, token_middleware
 from audience_token.token_file import TokenFile
 
@@ -144,12 +145,18 @@ def loopback_upstream(url: str) -> str:
 
 
 def target_origin(url: str) -> str:
-    """The origin (``scheme://host:port``) of the outbound target; ConfigError unless http(s) with no path."""
+    """The origin (``scheme://host:port``) of the outbound target; ConfigError unless https (or http to
+    loopback) with no path."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.query:
         raise ConfigError(f"target {url!r} must be an origin such as https://secret-store.team.svc:8443")
     if parts.path not in ("", "/"):
         raise ConfigError(f"target {url!r} must have no path: the caller's request path is kept as it is")
+    if not may_carry_a_token(url):
+        raise ConfigError(
+            f"target {url!r} must be https:// (plain http is accepted for a loopback address only): each "
+            "request carries this Pod's token, which must never cross a network in the clear"
+        )
     return f"{parts.scheme}://{parts.netloc}"
 
 

@@ -130,6 +130,7 @@ async def _status_with_ca(running: ProxyProcess, material: Material) -> int:
         (["--outbound", "--target", "https://x.example", "--address", "0.0.0.0"], "loopback address"),
         (["--outbound", "--target", "https://x.example", "--target-ca-file", "/nonexistent/ca"], "--target-ca-file"),
         (["--outbound", "--target", "https://x.example", "--target-ca-file", __file__], "--target-ca-file"),
+        (["--outbound", "--target", "http://secret-store.team.svc:8080"], "must be https://"),
     ],
 )
 def test_settings_that_cannot_work_exit_2_with_a_message_that_names_them(arguments: list[str], said: str) -> None:

@@ -65,7 +65,9 @@ class ProxySettings:
     )
     kubeconfig: str = setting("", "Kubeconfig for the proxy's own API access; none means in-cluster (the Pod's).")
     issuer: str = setting("", "Offline: the cluster's service account issuer URL, when not read from the API server.")
-    target: str = setting("", "Outbound: the one origin requests go to, such as https://secret-store.team.svc:8443.")
+    target: str = setting(
+        "", "Outbound: the one origin requests go to, such as https://secret-store.team.svc:8443 (http: loopback only)."
+    )
     token_path: str = setting(
         "", "Outbound: the token file; none means $SERVICE_ACCOUNT_TOKEN_PATH, as token-projector sets it."
     )
@@ -212,6 +214,7 @@ async def _proxy_app(settings: ProxySettings) -> "web.Application":
 
     limits = limits_of(settings)
     if settings.outbound:
+        proxy.target_origin(settings.target)  # a wrong target is reported before the CA or the token is read
         try:
             context = ssl.create_default_context(cafile=settings.target_ca_file or None)
         except OSError as error:  # ssl.SSLError is one: a file that is not a PEM CA bundle
