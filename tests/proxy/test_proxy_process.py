@@ -26,6 +26,7 @@ from tests.proxy.process import ProxyProcess, fake_api_kubeconfig, log_lines, pr
 from tests.proxy.scenarios import MiB, drain_under_load, stream_100_mib_each_way
 from webhook.cli.options import settings_table
 from webhook.cli.proxy import ProxySettings, limits_of
+from webhook.errors import ConfigError
 
 REPO = Path(__file__).parents[2]
 
@@ -145,6 +146,33 @@ def test_settings_that_cannot_work_exit_2_with_a_message_that_names_them(argumen
     assert said in result.stderr
     assert "cannot listen" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("cert_reload_seconds", 0.0, "--cert-reload-seconds"),
+        ("cert_reload_seconds", -1.0, "--cert-reload-seconds"),
+        ("drain_seconds", -1.0, "--drain-seconds"),
+        ("shutdown_timeout_seconds", -0.5, "--shutdown-timeout-seconds"),
+        ("verdict_cache_seconds", -10.0, "--verdict-cache-seconds"),
+    ],
+)
+def test_a_period_that_cannot_work_is_refused_naming_its_flag(name: str, value: float, said: str) -> None:
+    valid = ProxySettings(upstream="http://127.0.0.1:1", audience="a", allow=("a/b",))
+    with pytest.raises(ConfigError, match=said):
+        dataclasses.replace(valid, **{name: value})  # type: ignore[arg-type]  # each name is a float setting
+
+
+def test_zero_drain_shutdown_and_verdict_cache_are_accepted() -> None:
+    ProxySettings(
+        upstream="http://127.0.0.1:1",
+        audience="a",
+        allow=("a/b",),
+        drain_seconds=0.0,
+        shutdown_timeout_seconds=0.0,
+        verdict_cache_seconds=0.0,
+    )
 
 
 def test_without_the_library_the_command_exits_2_naming_the_extra_to_install() -> None:

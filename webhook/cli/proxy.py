@@ -118,6 +118,11 @@ class ProxySettings:
                     bad_setting(name, "", allowed=f"set, such as {example}")
             if not self.allow:
                 bad_setting("allow", "", allowed="one or more NAMESPACE/SERVICEACCOUNT patterns (write */* for all)")
+        if self.cert_reload_seconds <= 0:  # 0 would check the files in a loop that never yields a moment
+            bad_setting("cert_reload_seconds", self.cert_reload_seconds, allowed="a positive number of seconds")
+        for name in ("drain_seconds", "shutdown_timeout_seconds", "verdict_cache_seconds"):
+            if getattr(self, name) < 0:
+                bad_setting(name, getattr(self, name), allowed="zero or more seconds")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             bad_setting("tls_key_file", self.tls_key_file, allowed="given together with --tls-cert-file")
         if self.log_level not in ("debug", "info", "warning", "error"):
