@@ -48,6 +48,17 @@ async def test_a_hostile_request_gets_a_4xx_and_the_proxy_keeps_serving(proxy: R
     assert healthy.startswith(b"HTTP/1.1 200 ")
 
 
+async def test_a_parser_400_quotes_the_offending_line_back_to_its_sender_only_as_docs_proxy_md_says(
+    proxy: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = b"GET /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret-part\x00x\r\n\r\n"
+    answer = await exchange(proxy.port, raw)
+    assert answer.startswith((b"HTTP/1.0 400 ", b"HTTP/1.1 400 ")), answer[:200]
+    assert b"text/plain" in answer
+    assert b"secret-part" in answer, "aiohttp echoes the line: docs/proxy.md says so; change it if this changes"
+    assert not any("secret-part" in record.getMessage() for record in caplog.records), "the log is redacted"
+
+
 async def test_an_absolute_url_for_another_host_still_goes_only_to_the_app(proxy: Running) -> None:
     raw = "GET http://elsewhere.invalid/echo?x=1 HTTP/1.1\r\nHost: elsewhere.invalid\r\n"
     raw += f"Authorization: Bearer {CALLER}\r\n"
