@@ -19,7 +19,7 @@ import pytest
 
 import audience_token
 from audience_token import ReviewerSettings
-from audience_token.proxy import ProxyLimits
+from audience_token.proxy import Listen, ProxyLimits
 from tests.audience_token.fake_api import FakeApiServer, fake_token
 from tests.audience_token.tls import Material, make_material
 from tests.proxy.process import ProxyProcess, fake_api_kubeconfig, log_lines, proxy_process
@@ -230,15 +230,35 @@ def test_a_port_in_use_exits_2_saying_which(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
+LIMIT_FLAGS = {
+    "connect_timeout": "connect_timeout_seconds",
+    "upstream_timeout": "upstream_timeout_seconds",
+    "client_body_timeout": "client_body_timeout_seconds",
+    "upstream_connections": "upstream_connections",
+    "max_header_bytes": "max_header_bytes",
+    "identity_prefix": "identity_header_prefix",
+}
+"""Each of the library's ProxyLimits that the command line sets, and the setting that sets it."""
+LISTEN_FLAGS = {
+    "port": "port",
+    "probe_port": "probe_port",
+    "drain_seconds": "drain_seconds",
+    "shutdown_timeout": "shutdown_timeout_seconds",
+    "keepalive_timeout": "keepalive_timeout_seconds",
+}
+
+
 def test_the_command_lines_defaults_are_the_librarys() -> None:
+    """The command line restates the library's defaults (it must not import the library to build --help):
+    each one is held equal here, and each limit but the pool's idle time has its flag."""
     settings = ProxySettings(upstream="http://127.0.0.1:1", audience="a", allow=("a/b",))
     assert limits_of(settings) == ProxyLimits()
+    assert {f.name for f in dataclasses.fields(ProxyLimits)} - set(LIMIT_FLAGS) == {"upstream_idle_seconds"}
+    for limit, name in LIMIT_FLAGS.items():
+        assert getattr(settings, name) == getattr(ProxyLimits(), limit), name
+    for listen, name in LISTEN_FLAGS.items():
+        assert getattr(settings, name) == getattr(Listen(), listen), name
     assert settings.verdict_cache_seconds == ReviewerSettings().success_ttl == ReviewerSettings().failure_ttl
-    assert dataclasses.fields(ProxyLimits)  # every field of the library's limits has its flag
-    assert {f.name for f in dataclasses.fields(ProxyLimits)} - {"upstream_idle_seconds"} <= {
-        f.name.removesuffix("_seconds").replace("identity_header_prefix", "identity_prefix")
-        for f in dataclasses.fields(ProxySettings)
-    }
 
 
 def test_docs_proxy_md_shows_the_settings_table_generated_from_the_code() -> None:
