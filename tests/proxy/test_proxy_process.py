@@ -27,6 +27,7 @@ from tests.proxy.scenarios import MiB, drain_under_load, stream_100_mib_each_way
 from webhook.cli.options import settings_table
 from webhook.cli.proxy import ProxySettings, limits_of
 from webhook.errors import ConfigError
+from webhook.server.settings import ServerSettings
 
 REPO = Path(__file__).parents[2]
 
@@ -162,6 +163,19 @@ def test_a_period_that_cannot_work_is_refused_naming_its_flag(name: str, value: 
     valid = ProxySettings(upstream="http://127.0.0.1:1", audience="a", allow=("a/b",))
     with pytest.raises(ConfigError, match=said):
         dataclasses.replace(valid, **{name: value})  # type: ignore[arg-type]  # each name is a float setting
+
+
+@pytest.mark.parametrize(
+    ("ports", "said"),
+    [((0, 8444), "--port"), ((70000, 8444), "--port"), ((8443, -1), "--probe-port"), ((8443, 8443), "other than")],
+)
+def test_the_proxy_and_the_webhook_refuse_the_same_ports_alike(ports: tuple[int, int], said: str) -> None:
+    port, probe_port = ports
+    with pytest.raises(ConfigError, match=said) as proxy:
+        ProxySettings(upstream="http://127.0.0.1:1", audience="a", allow=("a/b",), port=port, probe_port=probe_port)
+    with pytest.raises(ConfigError, match=said) as webhook:
+        ServerSettings(port=port, probe_port=probe_port)
+    assert str(proxy.value) == str(webhook.value)
 
 
 def test_zero_drain_shutdown_and_verdict_cache_are_accepted() -> None:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 from webhook.cli.options import add_arguments, load
 from webhook.core.contract import bad_setting, setting
 from webhook.errors import ConfigError
+from webhook.server.settings import check_ports
 
 if TYPE_CHECKING:
     import ssl
@@ -33,7 +34,12 @@ log = logging.getLogger("token_projector.proxy")
 
 @dataclass(frozen=True, kw_only=True)
 class ProxySettings:
-    """How ``token-projector proxy`` listens, what it verifies and where it forwards."""
+    """How ``token-projector proxy`` listens, what it verifies and where it forwards.
+
+    The defaults the library also has (``ProxyLimits``, ``Listen``, ``ReviewerSettings``) are restated,
+    not read: importing ``audience_token`` loads aiohttp, which ``review`` must not, and the command line
+    must build without the library (the ``proxy`` extra). tests/proxy holds each one equal to the library's.
+    """
 
     outbound: bool = setting(
         False,
@@ -99,14 +105,7 @@ class ProxySettings:
     log_level: str = setting("info", "Log level: debug, info, warning or error.")
 
     def __post_init__(self) -> None:
-        for name in ("port", "probe_port"):
-            value = getattr(self, name)
-            if not 0 <= value <= 65535 or (name == "port" and value == 0):
-                bad_setting(
-                    name, value, allowed="a TCP port (1-65535" + (", or 0 for off)" if name == "probe_port" else ")")
-                )
-        if self.probe_port == self.port:
-            bad_setting("probe_port", self.probe_port, allowed="a port other than --port")
+        check_ports(self.port, self.probe_port)
         if self.outbound:
             if not self.target:
                 bad_setting("target", self.target, allowed="the origin to send to, in --outbound mode")
