@@ -26,7 +26,7 @@ from tests.e2e.pods import annotated
 from tests.e2e.reviewer_support import Forwarder, ReviewerAccount, reviewer_identity
 from tests.e2e.tokens import kubelet_token, request_token, token_bound_to
 from tests.proxy.process import ProxyProcess, proxy_process
-from tests.proxy.scenarios import MiB, drain_under_load, stream_100_mib_each_way
+from tests.proxy.scenarios import DRAIN_SECONDS, MiB, drain_under_load, stream_100_mib_each_way
 from tests.proxy.support import headers_of, plain_app, serving
 from tests.tls_material import free_port
 
@@ -177,7 +177,7 @@ async def test_sigterm_drains_under_load_with_the_real_api_server_and_loses_no_r
     receiver: ReviewerAccount, caller_pod: dict[str, Any], control_plane: ControlPlane, app_url: str
 ) -> None:
     allow = f"{caller_pod['metadata']['namespace']}/app"
-    more = ("--drain-seconds", "1.5", "--shutdown-timeout-seconds", "5")
+    more = ("--drain-seconds", str(DRAIN_SECONDS), "--shutdown-timeout-seconds", "5")
     async with proxy_process(*arguments(receiver.kubeconfig, app_url, allow, *more)) as proxy:
         await drain_under_load(proxy, kubelet_token(control_plane, caller_pod))
 

@@ -23,7 +23,7 @@ from audience_token.proxy import Listen, ProxyLimits
 from tests.audience_token.fake_api import FakeApiServer, fake_token
 from tests.audience_token.tls import Material, make_material
 from tests.proxy.process import ProxyProcess, fake_api_kubeconfig, log_lines, proxy_process
-from tests.proxy.scenarios import MiB, drain_under_load, stream_100_mib_each_way
+from tests.proxy.scenarios import DRAIN_SECONDS, MiB, drain_under_load, stream_100_mib_each_way
 from webhook.cli.options import settings_table
 from webhook.cli.proxy import ProxySettings, limits_of
 from webhook.errors import ConfigError
@@ -62,7 +62,7 @@ async def test_a_100_mib_upload_and_download_pass_through_in_flat_memory(running
 async def test_sigterm_drains_under_load_and_loses_no_request(
     fake_api: FakeApiServer, app_url: str, tmp_path: Path
 ) -> None:
-    arguments = inbound(fake_api_kubeconfig(fake_api, tmp_path), app_url, "--drain-seconds", "1.5")
+    arguments = inbound(fake_api_kubeconfig(fake_api, tmp_path), app_url, "--drain-seconds", str(DRAIN_SECONDS))
     async with proxy_process(*arguments, "--shutdown-timeout-seconds", "5") as running:
         await drain_under_load(running, CALLER)
 
