@@ -22,7 +22,6 @@ from webhook.server.settings import check_ports
 
 if TYPE_CHECKING:
     import ssl
-    from types import ModuleType
 
     from aiohttp import web
 
@@ -152,7 +151,7 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
 
 def run(args: argparse.Namespace) -> int:
     settings = load(ProxySettings, args)
-    _library()  # before anything starts: the one thing `pip install token-projector` alone lacks
+    _require_library()  # before anything starts: the one thing `pip install token-projector` alone lacks
     from webhook.server import logs  # aiohttp and the TLS stack: only the serving commands need them
 
     logs.configure(settings.log_level)
@@ -163,22 +162,22 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _library() -> "ModuleType":
-    """``audience_token.proxy``; a ConfigError saying what to install when the library is not there."""
+def _require_library() -> None:
+    """A ConfigError saying what to install when the workload library is not there."""
     try:
-        from audience_token import proxy
+        import audience_token.proxy  # noqa: F401 - imported to see that it can be
     except ModuleNotFoundError as error:
         if error.name is None or error.name.split(".")[0] != "audience_token":
             raise
         raise ConfigError(
             "token-projector proxy needs the audience-token library: pip install 'token-projector[proxy]'"
         ) from None
-    return proxy
 
 
 async def serve(settings: ProxySettings, *, stop: asyncio.Event | None = None) -> None:
     """Build the proxy ``settings`` describe and serve it until ``stop`` (else SIGTERM/SIGINT)."""
-    proxy = _library()
+    _require_library()
+    from audience_token import proxy
 
     with _library_errors():
         app = await _proxy_app(settings)
