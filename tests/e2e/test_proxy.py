@@ -24,7 +24,7 @@ import pytest
 from tests.e2e.conftest import ISSUER, ControlPlane, Registered
 from tests.e2e.pods import annotated
 from tests.e2e.reviewer_support import Forwarder, ReviewerAccount, reviewer_identity
-from tests.e2e.tokens import kubelet_token, request_token, token_bound_to
+from tests.e2e.tokens import claims_of, kubelet_token, request_token, token_bound_to
 from tests.proxy.process import ProxyProcess, proxy_process
 from tests.proxy.scenarios import DRAIN_SECONDS, MiB, drain_under_load, stream_100_mib_each_way
 from tests.proxy.support import headers_of, plain_app, serving
@@ -204,10 +204,12 @@ async def test_offline_mode_verifies_with_the_clusters_published_keys_as_tokenre
         status, headers, body = await call(proxy, other_audience)
         assert (status, body["reason"]) == (401, "wrong_audience")
         assert headers["WWW-Authenticate"] == f'Bearer realm="{AUDIENCE}", error="invalid_token"'
-        header, payload, signature = token.split(".")
-        forged = payload[:-4] + ("AAAA" if payload[-4:] != "AAAA" else "BBBB")
+        header, _, signature = token.split(".")
+        claims = claims_of(token)
+        claims["kubernetes.io"]["namespace"] = "kube-system"
+        forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
         status, _, body = await call(proxy, f"{header}.{forged}.{signature}")
-        assert status == 401, body
+        assert (status, body["reason"]) == (401, "invalid"), "the cluster's signature no longer matches"
         status, _, body = await call(proxy, _jwt_with_exp_of_400_digits())
         assert status == 401, body
     async with proxy_process(*arguments(discovery_only, app_url, "payments/*", *offline)) as proxy:
