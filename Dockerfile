@@ -10,12 +10,13 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY webhook/ webhook/
-# The workload library too: `token-projector proxy` (the verifying sidecar) is built on it.
+# The workload library too: `token-projector proxy` (the verifying sidecar) is built on it; with its
+# `offline` extra (PyJWT) for `--verification offline`.
 COPY audience_token/ audience_token/
 # Every dependency ships binary wheels for linux/amd64 and arm64: no compiler is needed, none is installed.
 # Byte-code is compiled here because the root filesystem is read-only at run time; pip itself is removed.
 RUN python -m venv /opt/token-projector \
- && /opt/token-projector/bin/pip install --no-cache-dir . ./audience_token \
+ && /opt/token-projector/bin/pip install --no-cache-dir . './audience_token[offline]' \
  && /opt/token-projector/bin/python -m compileall -q /opt/token-projector \
  && /opt/token-projector/bin/pip uninstall --yes pip
 

@@ -39,6 +39,16 @@ MAX_ANSWER_BYTES: Final = 1024 * 1024
 _LOOPBACK: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
+def may_carry_a_token(url: str) -> bool:
+    """Whether a request to ``url`` may carry a token: https, or plain http to loopback only (where no
+    token crosses a network). The one rule for the API server's URL and the outbound proxy's target."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unbalanced '[' in the host, for one
+        return False
+    return parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in _LOOPBACK)
+
+
 @dataclass(frozen=True)
 class Credentials:
     """Where the API server is and how the verifier proves who it is. Secrets are left out of ``repr``."""
@@ -60,11 +70,7 @@ class Credentials:
         # One rule for every request made with these credentials (the TokenReview and the offline
         # verifier's key fetch alike): they carry the verifier's own token, which never crosses a
         # network in the clear.
-        try:
-            url = urlsplit(self.server) if isinstance(self.server, str) else None
-        except ValueError:  # an unbalanced '[' in the host, for one
-            url = None
-        if url is None or not (url.scheme == "https" or (url.scheme == "http" and url.hostname in _LOOPBACK)):
+        if not isinstance(self.server, str) or not may_carry_a_token(self.server):
             raise ConfigError(
                 f"the API server of {self.source} must be an https:// URL, not {self.server!r} "
                 "(plain http is accepted for a loopback address only, where no token crosses a network)"

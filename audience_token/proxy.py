@@ -34,6 +34,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import re
 import signal
 import ssl
 import time
@@ -48,8 +49,10 @@ from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 from yarl import URL
 
-from audience_token.errors import MALFORMED, ConfigError, TokenFileError, Unauthenticated
+from audience_token.answers import Gate, HttpRefusal
+from audience_token.errors import ConfigError, TokenFileError, unexpected
 from audience_token.identity import EXTRA_CREDENTIAL_ID, EXTRA_POD_NAME, EXTRA_POD_UID, Identity
+from audience_token.kube import may_carry_a_token
 from audience_token.middleware import IDENTITY, Verifier, token_middleware
 from audience_token.token_file import TokenFile
 
@@ -71,6 +74,9 @@ HOP_BY_HOP: Final = frozenset(
     }
 )
 """Headers that describe one connection, not the message: never forwarded in either direction (RFC 9110 7.6.1)."""
+
+IDEMPOTENT: Final = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+"""Methods a request may be sent twice with (RFC 9110 9.2.2): the only ones retried on a closed pooled connection."""
 
 DEFAULT_IDENTITY_PREFIX: Final = "X-Remote-"
 EXTRA_KEYS: Final = (EXTRA_POD_NAME, EXTRA_POD_UID, EXTRA_CREDENTIAL_ID)
@@ -139,12 +145,18 @@ def loopback_upstream(url: str) -> str:
 
 
 def target_origin(url: str) -> str:
-    """The origin (``scheme://host:port``) of the outbound target; ConfigError unless http(s) with no path."""
+    """The origin (``scheme://host:port``) of the outbound target; ConfigError unless https (or http to
+    loopback) with no path."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.query:
         raise ConfigError(f"target {url!r} must be an origin such as https://secret-store.team.svc:8443")
     if parts.path not in ("", "/"):
         raise ConfigError(f"target {url!r} must have no path: the caller's request path is kept as it is")
+    if not may_carry_a_token(url):
+        raise ConfigError(
+            f"target {url!r} must be https:// (plain http is accepted for a loopback address only): each "
+            "request carries this Pod's token, which must never cross a network in the clear"
+        )
     return f"{parts.scheme}://{parts.netloc}"
 
 
@@ -344,7 +356,9 @@ class _Forwarder:
         assert session is not None, "start() first"
         url = self.origin + request.rel_url.raw_path_qs
         body = _request_body(request, self.limits.client_body_timeout) if request.body_exists else None
-        attempts = 1 if body is not None else 2  # a pooled connection the app just closed: retry a bodiless request
+        # A pooled connection the app had just closed: a bodiless request is sent again, if doing it twice is
+        # harmless (RFC 9110 9.2.2). A POST or PATCH may have run already: its 502 is the caller's to judge.
+        attempts = 2 if body is None and request.method in IDEMPOTENT else 1
         for attempt in range(attempts):
             try:
                 upstream = await session.request(
@@ -466,22 +480,27 @@ class _Forwarder:
                 return self._failed(error, request)
             except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
                 return self._failed(aiohttp.ServerDisconnectedError(), request)
-            lines = raw.decode("latin-1").split("\r\n")
-            status_line = lines[0].split(" ", 2)
-            status = int(status_line[1]) if len(status_line) > 1 and status_line[1].isdigit() else 0
+            answer = _upgrade_answer(raw)
+            if answer is None:
+                return self.gateway_answer(
+                    502,
+                    "upstream_invalid",
+                    f"the upstream at {self.origin} answered the WebSocket upgrade with a status line or header "
+                    "that is not valid HTTP",
+                    request,
+                )
+            status, fields = answer
             if status != 101:
-                said = f"with status {status}" if status else "with an answer that is not HTTP"
                 return self.gateway_answer(
                     502,
                     "upgrade_refused",
-                    f"the upstream at {self.origin} refused the WebSocket upgrade {said}",
+                    f"the upstream at {self.origin} refused the WebSocket upgrade with status {status}",
                     request,
                 )
             response = web.StreamResponse(status=101)
-            for line in lines[1:]:
-                name, _, value = line.partition(":")
-                if name and name.lower() not in ("connection", "upgrade", "content-length", "transfer-encoding"):
-                    response.headers.add(name.strip(), value.strip())
+            for name, value in fields:
+                if name.lower() not in ("connection", "upgrade", "content-length", "transfer-encoding"):
+                    response.headers.add(name, value)
             response.headers[hdrs.CONNECTION] = "Upgrade"
             response.headers[hdrs.UPGRADE] = headers[hdrs.UPGRADE]
             response.force_close()
@@ -528,6 +547,29 @@ class _Forwarder:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
+_STATUS_LINE: Final = re.compile(r"HTTP/1\.[01] ([0-9]{3})(?: [^\x00-\x08\x0a-\x1f\x7f]*)?")
+_FIELD_NAME: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_FIELD_VALUE: Final = re.compile(r"[^\x00-\x08\x0a-\x1f\x7f]*")
+"""RFC 9112's status line, field name (a token) and field value (no control character but tab): ASCII
+digits only, so '1²1' is not a status, and no bare CR or LF, which would end the line in the answer."""
+
+
+def _upgrade_answer(raw: bytes) -> tuple[int, list[tuple[str, str]]] | None:
+    """The status and header fields of the upstream's answer to an upgrade (``raw`` ends in CRLF CRLF);
+    None when any line of it is not valid HTTP/1.1."""
+    lines = raw.decode("latin-1").split("\r\n")[:-2]
+    status_line = _STATUS_LINE.fullmatch(lines[0]) if lines else None
+    if status_line is None:
+        return None
+    fields: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon or not _FIELD_NAME.fullmatch(name) or not _FIELD_VALUE.fullmatch(value):
+            return None
+        fields.append((name, value.strip(" \t")))
+    return int(status_line[1]), fields
+
+
 class _Feed:
     """What aiohttp feeds an upgraded connection's bytes to (``RequestHandler.set_parser``)."""
 
@@ -542,33 +584,10 @@ class _Feed:
         self._reader.feed_eof()
 
 
-class _Guarded:
-    """``verifier``, whose ``verify`` turns a value it cannot compute with (an ``exp`` of 400 digits: an
-    OverflowError from float()) into the refusal of a malformed token, which the middleware answers as
-    a 401, instead of an exception that aiohttp answers as a 500. ``lookup`` is the verifier's own."""
-
-    def __init__(self, verifier: Verifier) -> None:
-        self._verifier = verifier
-        self.audience = verifier.audience
-        self.close = verifier.close
-        lookup = getattr(verifier, "lookup", None)
-        if lookup is not None:
-            self.lookup = lookup
-
-    async def verify(self, token: str) -> Identity:
-        try:
-            return await self._verifier.verify(token)
-        except (ArithmeticError, ValueError) as error:
-            if isinstance(error, ConfigError):
-                raise
-            log.warning(
-                "a token's claims could not be computed with", extra={"fields": {"error": type(error).__name__}}
-            )
-            raise Unauthenticated(
-                "the token cannot be read: a claim holds a value out of any range (such as an exp of hundreds "
-                "of digits); send the token the kubelet wrote, unchanged",
-                reason=MALFORMED,
-            ) from None
+def _refusal_response(refusal: HttpRefusal) -> web.Response:
+    return web.Response(
+        body=refusal.body, status=refusal.status, headers=refusal.headers, content_type=refusal.content_type
+    )
 
 
 def _no_tunnels() -> web.Response:
@@ -612,7 +631,8 @@ def reverse_proxy(
     """
     limits = limits or ProxyLimits()
     forwarder = _Forwarder(loopback_upstream(upstream), limits, ssl_context=False, mode="inbound")
-    check = token_middleware(_Guarded(verifier))
+    check = token_middleware(verifier)
+    gate = Gate(verifier)
     open_set = frozenset(open_paths)
     prefix = limits.identity_prefix
     user_header, group_header, extra_prefix = f"{prefix}User", f"{prefix}Group", f"{prefix}Extra-"
@@ -630,7 +650,10 @@ def reverse_proxy(
         if request.rel_url.raw_path in open_set:  # the raw path: '/%68ealthz' is not '/healthz' here
             outcome = "open"
         else:
-            verdict = await check(request, _passed)
+            try:
+                verdict = await check(request, _passed)
+            except Exception as error:  # a defect in a verifier of one's own: the library's 503, never a 500
+                verdict = _refusal_response(gate.refusal(unexpected(error)))
             if verdict is not _PASSED:
                 return verdict, "refused"
             identity: Identity = request[IDENTITY]
@@ -812,12 +835,12 @@ async def serve(
     await runner.setup()
     runners = [runner]
     try:
-        await web.TCPSite(runner, listen.address, listen.port, ssl_context=listen.ssl_context).start()
+        await _listen_on(runner, listen.address, listen.port, listen.ssl_context)
         if listen.probe_port:
             probes = web.AppRunner(probe_app(proxy), access_log=None, handle_signals=False)
             await probes.setup()
             runners.append(probes)
-            await web.TCPSite(probes, listen.address, listen.probe_port).start()
+            await _listen_on(probes, listen.address, listen.probe_port, None)
         forwarder.lifecycle.ready = True
         log.info(
             "serving",
@@ -841,3 +864,11 @@ async def serve(
         for each in runners:
             await each.cleanup()
         log.info("stopped")
+
+
+async def _listen_on(runner: web.AppRunner, address: str, port: int, ssl_context: ssl.SSLContext | None) -> None:
+    """Serve ``runner`` on ``address:port``; a port in use or not allowed is a ConfigError naming both."""
+    try:
+        await web.TCPSite(runner, address, port, ssl_context=ssl_context).start()
+    except OSError as error:
+        raise ConfigError(f"cannot listen on {address}:{port}: {error.strerror or error}") from None

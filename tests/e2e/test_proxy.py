@@ -21,12 +21,12 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from tests.e2e.conftest import ControlPlane, Registered
+from tests.e2e.conftest import ISSUER, ControlPlane, Registered
 from tests.e2e.pods import annotated
 from tests.e2e.reviewer_support import Forwarder, ReviewerAccount, reviewer_identity
-from tests.e2e.tokens import kubelet_token, token_bound_to
+from tests.e2e.tokens import claims_of, kubelet_token, request_token, token_bound_to
 from tests.proxy.process import ProxyProcess, proxy_process
-from tests.proxy.scenarios import MiB, drain_under_load, stream_100_mib_each_way
+from tests.proxy.scenarios import DRAIN_SECONDS, MiB, drain_under_load, stream_100_mib_each_way
 from tests.proxy.support import headers_of, plain_app, serving
 from tests.tls_material import free_port
 
@@ -177,6 +177,41 @@ async def test_sigterm_drains_under_load_with_the_real_api_server_and_loses_no_r
     receiver: ReviewerAccount, caller_pod: dict[str, Any], control_plane: ControlPlane, app_url: str
 ) -> None:
     allow = f"{caller_pod['metadata']['namespace']}/app"
-    more = ("--drain-seconds", "1.5", "--shutdown-timeout-seconds", "5")
+    more = ("--drain-seconds", str(DRAIN_SECONDS), "--shutdown-timeout-seconds", "5")
     async with proxy_process(*arguments(receiver.kubeconfig, app_url, allow, *more)) as proxy:
         await drain_under_load(proxy, kubelet_token(control_plane, caller_pod))
+
+
+async def test_offline_mode_verifies_with_the_clusters_published_keys_as_tokenreview_mode_does(
+    caller_pod: dict[str, Any], control_plane: ControlPlane, app_url: str
+) -> None:
+    """``--verification offline`` with a service account holding only Kubernetes' default discovery role."""
+    namespace = caller_pod["metadata"]["namespace"]
+    discovery_only = control_plane.kubeconfig(
+        token=request_token(control_plane, namespace, "app", seconds=3600), name="proxy-discovery-only"
+    )
+    offline = ("--verification", "offline", "--issuer", ISSUER)
+    token = kubelet_token(control_plane, caller_pod)
+    async with proxy_process(*arguments(discovery_only, app_url, f"{namespace}/app", *offline)) as proxy:
+        status, _, echoed = await call(proxy, token, {"X-Remote-User": "system:admin"})
+        assert status == 200, echoed
+        assert headers_of(echoed, "X-Remote-User") == [f"system:serviceaccount:{namespace}:app"]
+        assert headers_of(echoed, "X-Remote-Extra-Authentication.kubernetes.io%2Fpod-uid") == [
+            caller_pod["metadata"]["uid"]
+        ]
+        assert headers_of(echoed, "Authorization") == []
+        other_audience = token_bound_to(control_plane, caller_pod, audience="data-store", seconds=3600)
+        status, headers, body = await call(proxy, other_audience)
+        assert (status, body["reason"]) == (401, "wrong_audience")
+        assert headers["WWW-Authenticate"] == f'Bearer realm="{AUDIENCE}", error="invalid_token"'
+        header, _, signature = token.split(".")
+        claims = claims_of(token)
+        claims["kubernetes.io"]["namespace"] = "kube-system"
+        forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+        status, _, body = await call(proxy, f"{header}.{forged}.{signature}")
+        assert (status, body["reason"]) == (401, "invalid"), "the cluster's signature no longer matches"
+        status, _, body = await call(proxy, _jwt_with_exp_of_400_digits())
+        assert status == 401, body
+    async with proxy_process(*arguments(discovery_only, app_url, "payments/*", *offline)) as proxy:
+        status, headers, body = await call(proxy, token)
+    assert (status, body["error"]) == (403, "insufficient_scope")

@@ -126,6 +126,14 @@ def test_the_install_step_gives_the_console_script_and_removes_pip(installed: Pa
     assert list(installed.rglob("webhook/core/__pycache__/review*.pyc")), "byte-code is compiled at build time"
 
 
+def test_the_image_has_the_libraries_both_proxy_verification_modes_need(installed: Path) -> None:
+    probe = "from audience_token.jwks import import_jwt; import audience_token.proxy; import_jwt()"
+    result = subprocess.run(
+        [str(installed / "bin" / "python"), "-c", probe], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 def test_the_entrypoint_starts_and_becomes_ready_with_the_images_environment(installed: Path) -> None:
     # Run as the current user: this machine's Python lives under /root, which the image's UID cannot
     # reach (in the image it is /usr/local/bin/python); the USER line is checked structurally above.

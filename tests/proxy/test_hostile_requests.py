@@ -7,8 +7,10 @@ import json
 
 import pytest
 
+from audience_token.identity import Identity
+from audience_token.proxy import reverse_proxy
 from tests.audience_token.fake_api import fake_token
-from tests.proxy.support import Running, exchange
+from tests.proxy.support import Running, exchange, proxy_serving
 
 CALLER = fake_token()
 
@@ -44,6 +46,17 @@ async def test_a_hostile_request_gets_a_4xx_and_the_proxy_keeps_serving(proxy: R
         proxy.port, f"GET /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CALLER}\r\n\r\n".encode()
     )
     assert healthy.startswith(b"HTTP/1.1 200 ")
+
+
+async def test_a_parser_400_quotes_the_offending_line_back_to_its_sender_only_as_docs_proxy_md_says(
+    proxy: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    raw = b"GET /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer secret-part\x00x\r\n\r\n"
+    answer = await exchange(proxy.port, raw)
+    assert answer.startswith((b"HTTP/1.0 400 ", b"HTTP/1.1 400 ")), answer[:200]
+    assert b"text/plain" in answer
+    assert b"secret-part" in answer, "aiohttp echoes the line: docs/proxy.md says so; change it if this changes"
+    assert not any("secret-part" in record.getMessage() for record in caplog.records), "the log is redacted"
 
 
 async def test_an_absolute_url_for_another_host_still_goes_only_to_the_app(proxy: Running) -> None:
@@ -90,3 +103,30 @@ async def test_a_token_whose_exp_is_out_of_any_range_is_a_401_not_a_500(proxy: R
     assert answer.startswith(b"HTTP/1.1 401 "), answer[:300]
     assert b'error="invalid_token"' in answer
     assert token.encode() not in answer
+
+
+class _DefectiveVerifier:
+    """A verifier of one's own with a bug: its verify() raises what no refusal is."""
+
+    audience = "secret-store"
+
+    async def verify(self, token: str) -> Identity:
+        raise ValueError("a bug in the verifier, not the caller's fault")
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_defect_in_the_verifier_is_a_503_not_a_401_blaming_the_caller(
+    app_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with proxy_serving(reverse_proxy(_DefectiveVerifier(), upstream=app_url)) as running:
+        answer = await exchange(
+            running.port, f"GET /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {CALLER}\r\n\r\n".encode()
+        )
+    assert answer.startswith(b"HTTP/1.1 503 "), answer[:300]
+    assert b'"temporarily_unavailable"' in answer
+    assert b"Retry-After: " in answer
+    assert b"invalid_token" not in answer
+    assert CALLER.encode() not in answer
+    assert any("failed unexpectedly: ValueError" in r.getMessage() for r in caplog.records)

@@ -10,6 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from audience_token.errors import ConfigError
 from audience_token.proxy import outbound_proxy
 from audience_token.token_file import TokenFile
 from tests.proxy.support import Running, exchange, headers_of, proxy_serving
@@ -79,7 +80,18 @@ async def test_without_a_readable_token_the_answer_is_a_503_naming_the_file(tmp_
 
 @pytest.mark.parametrize("target", ["ftp://x", "https://a.example/path", "http://user@a.example", "a.example:80"])
 def test_a_target_that_is_not_an_origin_is_refused_when_configured(target: str, tmp_path: Path) -> None:
-    from audience_token.errors import ConfigError
-
     with pytest.raises(ConfigError, match="target"):
         outbound_proxy(TokenFile(tmp_path / "token"), target=target)
+
+
+@pytest.mark.parametrize("target", ["http://secret-store.team.svc:8080", "http://10.0.0.5", "http://example.com:443"])
+def test_a_plain_http_target_off_loopback_is_refused_as_the_token_would_cross_a_network(
+    target: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError, match=r"must be https:// \(plain http is accepted for a loopback address only\)"):
+        outbound_proxy(TokenFile(tmp_path / "token"), target=target)
+
+
+@pytest.mark.parametrize("target", ["https://secret-store.team.svc:8443", "http://127.0.0.1:8080", "http://[::1]:8080"])
+def test_an_https_target_or_plain_http_to_loopback_is_accepted(target: str, tmp_path: Path) -> None:
+    outbound_proxy(TokenFile(tmp_path / "token"), target=target)

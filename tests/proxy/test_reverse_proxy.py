@@ -215,6 +215,26 @@ async def test_an_app_that_closes_without_answering_is_a_502(fake_api: FakeApiSe
     assert (status, body["reason"]) == (502, "upstream_closed")
 
 
+@pytest.mark.parametrize(("method", "again"), [("POST", False), ("PATCH", False), ("GET", True), ("DELETE", True)])
+async def test_only_an_idempotent_request_is_sent_again_after_the_app_hangs_up(
+    fake_api: FakeApiServer, method: str, again: bool
+) -> None:
+    """A fake app (hanging up is the fault) that counts the requests it reads: a POST must never run twice."""
+    heads: list[bytes] = []
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server, proxy_serving(reverse_proxy(reviewer_of(fake_api), upstream=f"http://127.0.0.1:{port}")) as p:
+        status, _, body = await get(f"{p.url}/echo", bearer(), method=method)
+    assert (status, body["reason"]) == (502, "upstream_closed")
+    assert {head.split(b" ", 1)[0] for head in heads} == {method.encode()}
+    assert (len(heads) > 1) is again, f"{method} was sent {len(heads)} times"
+
+
 # --- WebSocket ------------------------------------------------------------------------------------------
 
 
@@ -240,6 +260,44 @@ async def test_an_upgrade_the_app_refuses_is_a_502_naming_its_status(proxy: Runn
         with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
             await session.ws_connect(f"{proxy.url}/echo", headers=bearer())
     assert refused.value.status == 502
+
+
+UPGRADE_ANSWERS_NOT_HTTP: dict[str, bytes] = {
+    "a status of a superscript digit": "HTTP/1.1 1²1 Switching Protocols\r\n\r\n".encode("latin-1"),
+    "a status of Arabic-Indic digits": "HTTP/1.1 ١٠١ Switching Protocols\r\n\r\n".encode(),
+    "no status": b"HTTP/1.1\r\n\r\n",
+    "not HTTP at all": b"SSH-2.0-OpenSSH_9.6\r\n\r\n",
+    "a header with a bare LF": b"HTTP/1.1 101 Switching Protocols\r\nX-Split: a\nInjected: b\r\n\r\n",
+    "a header with a bare CR": b"HTTP/1.1 101 Switching Protocols\r\nX-Split: a\rInjected: b\r\n\r\n",
+    "a header line without a colon": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade websocket\r\n\r\n",
+    "a header name with a space": b"HTTP/1.1 101 Switching Protocols\r\nX Bad: a\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("case", sorted(UPGRADE_ANSWERS_NOT_HTTP))
+async def test_an_upgrade_answer_that_is_not_http_is_a_502_upstream_invalid_not_a_500(
+    fake_api: FakeApiServer, case: str
+) -> None:
+    """A fake upstream (a real server cannot be made to send these) answers the upgrade with garbage."""
+
+    async def answer_badly(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(UPGRADE_ANSWERS_NOT_HTTP[case])
+        await writer.drain()
+        await reader.read()  # hold the connection until the proxy closes it
+        writer.close()
+
+    server = await asyncio.start_server(answer_badly, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    raw = (
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nAuthorization: Bearer " + CALLER.encode() + b"\r\n\r\n"
+    )
+    async with server, proxy_serving(reverse_proxy(reviewer_of(fake_api), upstream=f"http://127.0.0.1:{port}")) as p:
+        answer = await exchange(p.port, raw)
+    assert answer.startswith(b"HTTP/1.1 502 "), answer[:300]
+    assert b'"upstream_invalid"' in answer
+    assert b"Injected" not in answer
 
 
 # --- probes and metrics ---------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 from webhook.cli.options import add_arguments, load
 from webhook.core.contract import bad_setting, setting
 from webhook.errors import ConfigError
+from webhook.server.settings import check_ports
 
 if TYPE_CHECKING:
     import ssl
@@ -32,7 +33,12 @@ log = logging.getLogger("token_projector.proxy")
 
 @dataclass(frozen=True, kw_only=True)
 class ProxySettings:
-    """How ``token-projector proxy`` listens, what it verifies and where it forwards."""
+    """How ``token-projector proxy`` listens, what it verifies and where it forwards.
+
+    The defaults the library also has (``ProxyLimits``, ``Listen``, ``ReviewerSettings``) are restated,
+    not read: importing ``audience_token`` loads aiohttp, which ``review`` must not, and the command line
+    must build without the library (the ``proxy`` extra). tests/proxy holds each one equal to the library's.
+    """
 
     outbound: bool = setting(
         False,
@@ -64,7 +70,9 @@ class ProxySettings:
     )
     kubeconfig: str = setting("", "Kubeconfig for the proxy's own API access; none means in-cluster (the Pod's).")
     issuer: str = setting("", "Offline: the cluster's service account issuer URL, when not read from the API server.")
-    target: str = setting("", "Outbound: the one origin requests go to, such as https://secret-store.team.svc:8443.")
+    target: str = setting(
+        "", "Outbound: the one origin requests go to, such as https://secret-store.team.svc:8443 (http: loopback only)."
+    )
     token_path: str = setting(
         "", "Outbound: the token file; none means $SERVICE_ACCOUNT_TOKEN_PATH, as token-projector sets it."
     )
@@ -96,14 +104,7 @@ class ProxySettings:
     log_level: str = setting("info", "Log level: debug, info, warning or error.")
 
     def __post_init__(self) -> None:
-        for name in ("port", "probe_port"):
-            value = getattr(self, name)
-            if not 0 <= value <= 65535 or (name == "port" and value == 0):
-                bad_setting(
-                    name, value, allowed="a TCP port (1-65535" + (", or 0 for off)" if name == "probe_port" else ")")
-                )
-        if self.probe_port == self.port:
-            bad_setting("probe_port", self.probe_port, allowed="a port other than --port")
+        check_ports(self.port, self.probe_port)
         if self.outbound:
             if not self.target:
                 bad_setting("target", self.target, allowed="the origin to send to, in --outbound mode")
@@ -115,6 +116,11 @@ class ProxySettings:
                     bad_setting(name, "", allowed=f"set, such as {example}")
             if not self.allow:
                 bad_setting("allow", "", allowed="one or more NAMESPACE/SERVICEACCOUNT patterns (write */* for all)")
+        if self.cert_reload_seconds <= 0:  # 0 would check the files in a loop that never yields a moment
+            bad_setting("cert_reload_seconds", self.cert_reload_seconds, allowed="a positive number of seconds")
+        for name in ("drain_seconds", "shutdown_timeout_seconds", "verdict_cache_seconds"):
+            if getattr(self, name) < 0:
+                bad_setting(name, getattr(self, name), allowed="zero or more seconds")
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             bad_setting("tls_key_file", self.tls_key_file, allowed="given together with --tls-cert-file")
         if self.log_level not in ("debug", "info", "warning", "error"):
@@ -145,21 +151,33 @@ def register(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") ->
 
 def run(args: argparse.Namespace) -> int:
     settings = load(ProxySettings, args)
+    _require_library()  # before anything starts: the one thing `pip install token-projector` alone lacks
     from webhook.server import logs  # aiohttp and the TLS stack: only the serving commands need them
 
     logs.configure(settings.log_level)
     try:
         asyncio.run(serve(settings))
-    except OSError as error:  # binding a port: the only I/O before serving that is not the library's
-        ports = f"{settings.listen_address}:{settings.port} (or --probe-port {settings.probe_port})"
-        raise ConfigError(f"cannot listen on {ports}: {error.strerror or error}") from None
     finally:
         logging.shutdown()
     return 0
 
 
+def _require_library() -> None:
+    """A ConfigError saying what to install when the workload library is not there."""
+    try:
+        import audience_token.proxy  # noqa: F401 - imported to see that it can be
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.split(".")[0] != "audience_token":
+            raise
+        raise ConfigError(
+            "token-projector proxy needs the audience-token library, which ships in token-projector's repository: "
+            "pip install ./audience_token from a checkout (the image has it)"
+        ) from None
+
+
 async def serve(settings: ProxySettings, *, stop: asyncio.Event | None = None) -> None:
     """Build the proxy ``settings`` describe and serve it until ``stop`` (else SIGTERM/SIGINT)."""
+    _require_library()
     from audience_token import proxy
 
     with _library_errors():
@@ -174,7 +192,8 @@ async def serve(settings: ProxySettings, *, stop: asyncio.Event | None = None) -
             shutdown_timeout=settings.shutdown_timeout_seconds,
             keepalive_timeout=settings.keepalive_timeout_seconds,
         )
-        await proxy.serve(app, listen, stop=stop)
+        with _library_errors():  # a port in use: the library's ConfigError names the address and port
+            await proxy.serve(app, listen, stop=stop)
 
 
 def limits_of(settings: ProxySettings) -> "ProxyLimits":
@@ -199,7 +218,15 @@ async def _proxy_app(settings: ProxySettings) -> "web.Application":
 
     limits = limits_of(settings)
     if settings.outbound:
-        context = ssl.create_default_context(cafile=settings.target_ca_file or None)
+        proxy.target_origin(settings.target)  # a wrong target is reported before the CA or the token is read
+        try:
+            context = ssl.create_default_context(cafile=settings.target_ca_file or None)
+        except OSError as error:  # ssl.SSLError is one: a file that is not a PEM CA bundle
+            bad_setting(
+                "target_ca_file",
+                settings.target_ca_file,
+                allowed=f"a readable PEM CA bundle (it cannot be loaded: {error.strerror or error})",
+            )
         token_file = TokenFile(settings.token_path or None)
         return proxy.outbound_proxy(token_file, target=settings.target, limits=limits, ssl_context=context)
     proxy.loopback_upstream(settings.upstream)  # a wrong upstream is reported before any credentials are read

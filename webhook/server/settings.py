@@ -6,8 +6,20 @@ makes its flags, environment variables, ``--help`` and README table from these f
 
 from dataclasses import dataclass
 
-from webhook.core.contract import bad_setting, setting
+from webhook.core.contract import bad_setting, flag_of, setting
 from webhook.core.kubernetes import SERVICE_ACCOUNT_MOUNT_PATH
+
+
+def check_ports(port: int, probe_port: int) -> None:
+    """The settings ``port`` (1-65535) and ``probe_port`` (0 for off, else another port): a ConfigError naming
+    the setting otherwise. One rule for every server the command line starts (``serve``, ``proxy``)."""
+    for name, value in (("port", port), ("probe_port", probe_port)):
+        if not 0 <= value <= 65535 or (name == "port" and value == 0):
+            bad_setting(
+                name, value, allowed="a TCP port (1-65535" + (", or 0 for off)" if name == "probe_port" else ")")
+            )
+    if probe_port == port:
+        bad_setting("probe_port", probe_port, allowed=f"a port other than {flag_of('port')}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -71,14 +83,7 @@ class ServerSettings:
     )
 
     def __post_init__(self) -> None:
-        for name in ("port", "probe_port"):
-            value = getattr(self, name)
-            if not 0 <= value <= 65535 or (name == "port" and value == 0):
-                bad_setting(
-                    name, value, allowed="a TCP port (1-65535" + (", or 0 for off)" if name == "probe_port" else ")")
-                )
-        if self.probe_port == self.port:
-            bad_setting("probe_port", self.probe_port, allowed="a port other than the HTTPS port")
+        check_ports(self.port, self.probe_port)
         if self.max_body_bytes < 1024:
             bad_setting("max_body_bytes", self.max_body_bytes, allowed="at least 1024")
         if not self.kube_api_url.startswith("https://"):
