@@ -357,3 +357,14 @@ def test_a_container_port_of_any_json_type_is_passed_over_never_a_crash(hostile:
     other = container("other", ports=[{"containerPort": hostile}, "not an object", {"name": ["x"]}])
     body = protected(app(), other)
     assert proxy_of(patched(body))["name"] == PROXY_CONTAINER
+
+
+def test_a_host_network_pod_is_refused_its_loopback_is_the_nodes_so_callers_could_bypass_the_proxy() -> None:
+    text = message(protected(hostNetwork=True))
+    assert "hostNetwork: true" in text
+    assert "token-projector.io/protect-port" in text
+    assert "Fix: run the Pod on the Pod network (remove hostNetwork)" in text
+
+
+def test_a_pod_that_sets_host_network_false_gets_the_proxy() -> None:
+    proxy_of(patched(protected(hostNetwork=False)))

@@ -80,6 +80,14 @@ def read_protection(pod: Json, annotations: dict[str, str], contract: Contract) 
             "restartPolicy and the Pod would never start). Fix: add the proxy as a container of your own "
             "(docs/proxy.md, 'Running it'), or remove the annotations until the cluster runs Kubernetes 1.29+"
         )
+    if pod["spec"].get("hostNetwork") is True:
+        raise invalid(
+            f"the Pod asks for the verifying proxy ({', '.join(_set(annotations, contract))}) and sets "
+            "hostNetwork: true; the proxy forwards to the app on 127.0.0.1, which for a host-network Pod is the "
+            "node's loopback, open to every process and host-network Pod on the node: they could call the app "
+            "directly, with forged X-Remote-* headers, and never meet the proxy. Fix: run the Pod on the Pod "
+            "network (remove hostNetwork), where the app's loopback is the Pod's own"
+        )
     for key in PROTECT_KEYS:
         if contract.annotation(key) not in annotations:
             raise invalid(_missing(key, annotations, contract))
