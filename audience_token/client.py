@@ -12,7 +12,7 @@ aiohttp calls a client middleware again for every hop of a redirect, and aiohttp
 the last hop is "same origin" again. So this middleware remembers the *home* origin of a redirect
 chain (the origin of the request the caller made) and adds the token to a hop only when the hop goes
 back there. It fails closed: the next request counts as the hop when it goes to the origin the
-redirect named, whatever its path's spelling, and gets the token only if that origin is home. So
+redirect named, whatever its path and query, and gets the token only if that origin is home. So
 after a redirect that is not followed (``allow_redirects=False``), the next request of the task to
 the redirect's origin goes without the token (the one after it has it again); one to any other
 origin is not a hop.
@@ -62,9 +62,8 @@ def bearer_auth(token_file: TokenFile) -> ClientMiddlewareType:
         if hop is not None:
             _pending_hop.set(None)
         origin = request.url.origin()
-        # Fail closed: whatever its path's spelling (aiohttp's need not be ours: with
-        # requote_redirect_url=False it keeps "%7E" where yarl writes "~"), a request to the origin
-        # the redirect named is taken as that hop, and gets the token only if that origin is home.
+        # Fail closed: whatever its URL (a middleware before this one may have changed it), a request
+        # to the origin the redirect named is taken as that hop, and gets the token only if it is home.
         home = hop.home if hop is not None and origin == hop.origin else origin
         ours = hdrs.AUTHORIZATION not in request.headers and request.auth is None and origin == home
         if ours:
