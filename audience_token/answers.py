@@ -14,7 +14,8 @@ a caller not allowed (``NotAllowed``) 403     ``Bearer realm="AUDIENCE", error="
 no verdict (``ReviewUnavailable``)    503     ``Retry-After: N``
 ====================================  ======  ==========================================================
 
-Each refusal has a small JSON body ``{"error", "reason", "message"}``; none echoes the header. This
+Each refusal has a small JSON body ``{"error", "reason", "message"}``; none echoes the header, and a
+503's message is the same for every cause (:data:`NO_VERDICT`): the cause is logged, not sent. This
 module is all of that, as data (:class:`HttpRefusal`), so that an adapter only reads its framework's
 request and writes its framework's response. No web framework is imported here.
 """
@@ -35,6 +36,10 @@ log = logging.getLogger("audience_token")
 AUTHORIZATION: Final = "Authorization"
 WWW_AUTHENTICATE: Final = "WWW-Authenticate"
 RETRY_AFTER: Final = "Retry-After"
+NO_VERDICT: Final = (
+    "the token could not be checked right now: the receiver got no verdict (its log says why); retry later"
+)
+"""The body's message of every 503: the reason, which names the receiver's internals, goes to the log only."""
 
 
 class Verifier(Protocol):
@@ -129,9 +134,12 @@ class Gate:
         if isinstance(refused, NotAllowed):
             headers = ((WWW_AUTHENTICATE, f'{self.challenge}, error="insufficient_scope"'),)
             return self._refuse(403, "insufficient_scope", "not_allowed", refused.message, headers)
+        # Why there is no verdict (the API server's address, the receiver's own credentials and RBAC, the API
+        # server's words) is the operator's to read, in this log; the client learns only to retry.
+        log.warning("answering 503, no verdict on the token: %s", refused.message)
         retry_after = refused.retry_after if isinstance(refused, ReviewUnavailable) else 1
         headers = ((RETRY_AFTER, str(retry_after)),)
-        return self._refuse(503, "temporarily_unavailable", "review_unavailable", refused.message, headers)
+        return self._refuse(503, "temporarily_unavailable", "review_unavailable", NO_VERDICT, headers)
 
     def route_refusal(self, identity: Identity, route: str) -> HttpRefusal:
         """403 for a caller the verifier accepts but ``route``'s own, narrower rule does not name.

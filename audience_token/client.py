@@ -11,8 +11,11 @@ aiohttp calls a client middleware again for every hop of a redirect, and aiohttp
 ``Authorization`` only when one hop leaves the origin of the hop before it: after ``A → B/1 → B/2``
 the last hop is "same origin" again. So this middleware remembers the *home* origin of a redirect
 chain (the origin of the request the caller made) and adds the token to a hop only when the hop goes
-back there. A redirect that is not followed (``allow_redirects=False``) leaves nothing behind: the
-next request counts as a hop only when it is for exactly the URL the redirect named.
+back there. It fails closed: the next request counts as the hop when it goes to the origin the
+redirect named, whatever its path and query, and gets the token only if that origin is home. So
+after a redirect that is not followed (``allow_redirects=False``), the next request of the task to
+the redirect's origin goes without the token (the one after it has it again); one to any other
+origin is not a hop.
 
 Once the answer has arrived the token is taken out of the request's headers again, so that the
 ``request_info`` of the response, and of a ``ClientResponseError`` raised for it
@@ -35,14 +38,14 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
 
 class _Hop(NamedTuple):
-    """A redirect just answered, in this task: where it leads, and the origin its chain started from."""
+    """A redirect just answered, in this task: the origin it leads to, and the origin its chain started from."""
 
-    url: URL
+    origin: URL
     home: URL
 
 
 # aiohttp follows redirects inside one call of session.request(), in the caller's task, so the next
-# middleware call in this context is that hop, if it is for the URL the redirect named.
+# middleware call in this context is that hop, if it is for the origin the redirect named.
 _pending_hop: ContextVar[_Hop | None] = ContextVar("audience_token_pending_hop", default=None)
 
 
@@ -59,7 +62,9 @@ def bearer_auth(token_file: TokenFile) -> ClientMiddlewareType:
         if hop is not None:
             _pending_hop.set(None)
         origin = request.url.origin()
-        home = hop.home if hop is not None and _same_resource(request.url, hop.url) else origin
+        # Fail closed: whatever its URL (a middleware before this one may have changed it), a request
+        # to the origin the redirect named is taken as that hop, and gets the token only if it is home.
+        home = hop.home if hop is not None and origin == hop.origin else origin
         ours = hdrs.AUTHORIZATION not in request.headers and request.auth is None and origin == home
         if ours:
             request.headers[hdrs.AUTHORIZATION] = "Bearer " + token_file.read()
@@ -82,13 +87,8 @@ def _remember_redirect(url: URL, home: URL, response: ClientResponse) -> None:
     if not location:
         return
     try:
-        target = url.join(URL(location))
-        target.origin()
+        target = url.join(URL(location)).origin()
     except ValueError:
         # aiohttp refuses such a Location itself (InvalidUrlRedirectClientError): no hop follows.
         return
     _pending_hop.set(_Hop(target, home))
-
-
-def _same_resource(one: URL, other: URL) -> bool:
-    return one.with_fragment(None) == other.with_fragment(None)

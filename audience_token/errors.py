@@ -87,15 +87,22 @@ class ReviewUnavailable(VerificationError):
         self.cause = cause
 
 
-def unexpected(error: BaseException) -> ReviewUnavailable:
-    """A defect met while verifying a token, as a ReviewUnavailable (a 503, never a 500 or a traceback).
+def log_defect(doing: str, error: BaseException) -> None:
+    """Log a defect met while ``doing``: the exception's class and where it was raised, at ERROR.
 
-    Logs the exception's class and where it was raised, never its message or traceback text, which may
-    quote the token; the caller's message says only that verification failed.
+    Never its message or traceback text, which may quote a token or key material.
     """
     frames = traceback.extract_tb(error.__traceback__) if error.__traceback__ is not None else []
     where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
     logging.getLogger("audience_token").error(
-        "verifying a token failed unexpectedly: %s%s (a defect: please report it)", type(error).__name__, where
+        "%s failed unexpectedly: %s%s (a defect: please report it)", doing, type(error).__name__, where
     )
+
+
+def unexpected(error: BaseException) -> ReviewUnavailable:
+    """A defect met while verifying a token, as a ReviewUnavailable (a 503, never a 500 or a traceback).
+
+    Logs it (``log_defect``); the caller's message says only that verification failed.
+    """
+    log_defect("verifying a token", error)
     return ReviewUnavailable("verifying the token failed unexpectedly on the receiver; try again later", cause="defect")

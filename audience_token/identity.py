@@ -16,6 +16,8 @@ from typing import Final
 from audience_token.errors import ConfigError
 
 SERVICE_ACCOUNT_PREFIX: Final = "system:serviceaccount:"
+AUDIENCE_ANNOTATION: Final = "token-projector.io/audience"
+"""The Pod annotation by which the webhook (default prefix) projects a token for an audience; messages name it."""
 LEGACY_ISSUER: Final = "kubernetes/serviceaccount"
 """The issuer of the never-expiring tokens kept in ``kubernetes.io/service-account-token`` Secrets."""
 WILDCARD: Final = "*"

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
 from audience_token.identity import API_SERVER_AUDIENCES as _API_AUDIENCES
-from audience_token.identity import LEGACY_ISSUER, SERVICE_ACCOUNT_PREFIX
+from audience_token.identity import AUDIENCE_ANNOTATION, LEGACY_ISSUER, SERVICE_ACCOUNT_PREFIX
 from audience_token.precheck import NotAJwt, decode_unverified
 
 __all__ = ["API_SERVER_AUDIENCES", "NotAJwt", "Summary", "decode_unverified", "render", "strip_bearer", "summarize"]
@@ -121,7 +121,7 @@ def _notes(
             f"{LEGACY_ISSUER!r}, no audience"
             + (", no expiry" if expires_at is None else "")
             + ". Any service that trusts the cluster accepts it, until the Secret is deleted. "
-            "Annotate the Pod token-projector.io/audience and send the projected token instead."
+            f"Annotate the Pod {AUDIENCE_ANNOTATION} and send the projected token instead."
         )
     elif kind == "api-server":
         notes.append(

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
-from audience_token.errors import ConfigError, ReviewUnavailable
+from audience_token.errors import ConfigError, ReviewUnavailable, log_defect
 from audience_token.kube import Credentials, KubeApi
 
 if TYPE_CHECKING:
@@ -149,7 +149,9 @@ class KeySource:
     async def close(self) -> None:
         if self._background is not None:
             self._background.cancel()
-            with contextlib.suppress(asyncio.CancelledError, ReviewUnavailable):
+            # A defect of the refresh is _seen's to log (its class only): its text, which may quote key
+            # material, must not escape from close() either.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._background
             self._background = None
         await self._api.close()
@@ -223,5 +225,9 @@ class KeySource:
 
 def _seen(task: asyncio.Future[KeySet]) -> None:
     # A background refresh that failed with no keys to fall back on: the next caller waits and sees why.
-    if not task.cancelled():
-        task.exception()
+    # Any other exception is a defect nobody awaits: logged here (its class, never its text), not lost.
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None and not isinstance(error, ReviewUnavailable):
+        log_defect("refreshing the service account keys in the background", error)

@@ -31,6 +31,7 @@ from audience_token.errors import (
     Unauthenticated,
 )
 from audience_token.identity import (
+    AUDIENCE_ANNOTATION,
     LEGACY_ISSUER,
     AllowList,
     Identity,
@@ -39,7 +40,6 @@ from audience_token.identity import (
 )
 from audience_token.shown import shown, shown_list
 
-ANNOTATION = "token-projector.io/audience"
 RE_READ = "the caller must re-read its token file, which the kubelet rotates"
 
 
@@ -155,5 +155,5 @@ class Policy:
     def _fix(self) -> str:
         return (
             f"the caller's Pod must be given a token for audience {self.audience!r} "
-            f"(annotation {ANNOTATION}: {self.audience})"
+            f"(annotation {AUDIENCE_ANNOTATION}: {self.audience})"
         )

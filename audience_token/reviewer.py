@@ -386,9 +386,11 @@ def _seconds(retry_after: str | None) -> int:
     """``Retry-After`` as whole seconds from 1 to 60; 1 for anything but ASCII digits (an HTTP date too).
 
     ``str.isdigit`` is not the test: it accepts superscripts and other scripts' digits that ``int``
-    refuses or reads, and ``int`` of thousands of digits raises.
+    refuses or reads, and ``int`` of thousands of digits raises: so more than two digits, leading
+    zeros aside ("007" is 7), is 60 without ``int``.
     """
     text = retry_after.strip() if retry_after else ""
     if not _DIGITS.fullmatch(text):
         return 1
-    return 60 if len(text) > 2 else max(1, min(int(text), 60))
+    significant = text.lstrip("0")
+    return 60 if len(significant) > 2 else max(1, min(int(significant or "0"), 60))

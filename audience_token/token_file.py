@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Final
 
 from audience_token.errors import TokenFileError
+from audience_token.identity import AUDIENCE_ANNOTATION
 from audience_token.token_read import MAX_TOKEN_BYTES, RotatingToken, Unreadable, read_token
 
 __all__ = ["DIR_ENV_VAR", "ENV_VAR", "MAX_TOKEN_BYTES", "TokenFile", "Unreadable", "audience_file_name", "read_token"]
@@ -63,8 +64,6 @@ old token stays valid until its ``exp``, so a second's delay costs nothing, and 
 does not pay a ``stat`` per request.
 """
 
-
-_ANNOTATION: Final = "token-projector.io/audience"
 
 log = logging.getLogger("audience_token.token_file")
 
@@ -106,7 +105,7 @@ class TokenFile:
             if not from_env:
                 raise TokenFileError(
                     f"${ENV_VAR} is not set and no path was given: token-projector sets it in the containers "
-                    f"of Pods annotated {_ANNOTATION}; is this Pod annotated, and was it created after "
+                    f"of Pods annotated {AUDIENCE_ANNOTATION}; is this Pod annotated, and was it created after "
                     "the webhook was registered? Or pass TokenFile(path)."
                 )
             path, self._source = from_env, f"${ENV_VAR}"
@@ -139,6 +138,6 @@ class TokenFile:
     def _never_read(self, why: str) -> TokenFileError:
         return TokenFileError(
             f"no token could be read from {self.path} ({self._source}): {why}. Check that the Pod is "
-            f"annotated {_ANNOTATION}, that the projected volume is mounted at that path in this "
+            f"annotated {AUDIENCE_ANNOTATION}, that the projected volume is mounted at that path in this "
             f"container, and that ${ENV_VAR} names the file token-projector mounted."
         )

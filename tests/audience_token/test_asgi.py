@@ -141,6 +141,7 @@ REFUSALS: list[tuple[str, dict[str, str], str | None]] = [
     ("another audience", bearer(fake_token(audiences=("elsewhere",))), None),
     ("another account", bearer(fake_token("billing", "billing", audiences=(AUDIENCE,))), None),
     ("the API server down", bearer(fake_token(audiences=(AUDIENCE,), nonce="503")), "503"),
+    ("the reviewer's RBAC missing", bearer(fake_token(audiences=(AUDIENCE,), nonce="403")), "403"),
 ]
 
 

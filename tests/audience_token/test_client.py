@@ -5,7 +5,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from aiohttp import ClientResponseError, ClientSession, hdrs, web
+from aiohttp import ClientHandlerType, ClientRequest, ClientResponse, ClientResponseError, ClientSession, hdrs, web
 from aiohttp.test_utils import TestServer
 
 from audience_token.client import bearer_auth
@@ -217,11 +217,44 @@ async def test_a_chain_that_comes_back_home_carries_the_token_again(
     assert receiver.seen == [None]
 
 
-async def test_a_redirect_not_followed_leaves_the_next_request_its_token(
+async def test_a_hop_whose_url_another_middleware_changed_gets_no_token_on_an_origin_that_is_not_home(
+    aiohttp_server: MakeServer, receiver: Receiver, volume: ProjectedVolume
+) -> None:
+    # A → 302 → B/1, with a middleware before ours that adds a query to every request: the hop is
+    # B/1?trace=1, not the URL the redirect named. Before the fix it was then taken for a request of
+    # the caller's own, B for its home, and B got the token.
+    seen: list[tuple[str | None, str]] = []
+
+    async def record(request: web.Request) -> web.Response:
+        seen.append((request.headers.get("Authorization"), request.query_string))
+        return web.Response(text="ok")
+
+    other_app = web.Application()
+    other_app.router.add_get("/1", record)
+    other = await aiohttp_server(other_app)
+
+    async def leave(request: web.Request) -> web.Response:
+        raise web.HTTPFound(str(other.make_url("/1")))
+
+    async def traced(request: ClientRequest, handler: ClientHandlerType) -> ClientResponse:
+        request.url = request.url.update_query(trace="1")
+        return await handler(request)
+
+    app = receiver.app()
+    app.router.add_get("/leave", leave)
+    server = await aiohttp_server(app)
+    middlewares = (traced, bearer_auth(TokenFile(volume.path("token"))))
+    async with ClientSession(middlewares=middlewares) as session, session.get(server.make_url("/leave")) as response:
+        assert response.status == 200
+    assert seen == [(None, "trace=1")]
+
+
+async def test_a_redirect_not_followed_fails_closed_for_one_request_to_its_origin_only(
     aiohttp_server: MakeServer, receiver: Receiver, volume: ProjectedVolume, first: str
 ) -> None:
-    # Before the fix, a cross-origin 302 answered with allow_redirects=False made the next request of
-    # the task to that origin go out without its token.
+    # The middleware cannot tell a hop aiohttp follows from the caller's next request to the same
+    # origin: that one request goes without the token (fail closed); the next has it again, and a
+    # request to any other origin (here, home) is not taken for the hop.
     elsewhere = Receiver()
     other = await aiohttp_server(elsewhere.app())
 
@@ -236,7 +269,14 @@ async def test_a_redirect_not_followed_leaves_the_next_request_its_token(
             assert response.status == 302
         async with session.get(other.make_url("/")) as response:
             assert response.status == 200
-    assert elsewhere.seen == [f"Bearer {first}"]
+        async with session.get(other.make_url("/")) as response:
+            assert response.status == 200
+        async with session.get(server.make_url("/leave"), allow_redirects=False) as response:
+            assert response.status == 302
+        async with session.get(server.make_url("/")) as response:
+            assert response.status == 200
+    assert elsewhere.seen == [None, f"Bearer {first}"]
+    assert receiver.seen == [f"Bearer {first}"]
 
 
 async def test_an_error_raised_for_the_answer_does_not_carry_the_token(

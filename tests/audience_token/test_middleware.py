@@ -19,6 +19,7 @@ from audience_token import (
     protect,
     token_middleware,
 )
+from audience_token.answers import NO_VERDICT
 from tests.audience_token.fake_api import FakeApiServer, fake_token
 
 Client = TestClient[web.Request, web.Application]
@@ -135,6 +136,24 @@ async def test_no_verdict_is_503_with_retry_after(client: Client, fake_api: Fake
     assert response.status == 503
     assert response.headers["Retry-After"] == ("7" if fault == "503" else "1")
     assert (await response.json())["error"] == "temporarily_unavailable"
+
+
+@pytest.mark.parametrize("fault", ["403", "401", "500", "garbage"])
+async def test_a_503_body_names_none_of_the_receivers_internals_which_go_to_its_log_instead(
+    client: Client, fake_api: FakeApiServer, fault: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_api.fault = fault
+    with caplog.at_level(logging.WARNING, logger="audience_token"):
+        response = await client.get("/", headers={"Authorization": f"Bearer {fake_token()}"})
+    assert response.status == 503
+    body = await response.json()
+    assert body == {"error": "temporarily_unavailable", "reason": "review_unavailable", "message": NO_VERDICT}
+    assert "retry later" in body["message"]
+    for internal in (fake_api.url, "127.0.0.1", "FakeApiServer", "system:serviceaccount", "tokenreviews", "etcd"):
+        assert internal not in await response.text(), internal
+    logged = " ".join(record.getMessage() for record in caplog.records if record.name == "audience_token")
+    assert "answering 503" in logged
+    assert fake_api.url in logged or "FakeApiServer" in logged, "the operator still reads what failed, and how"
 
 
 async def test_open_paths_need_no_token_and_others_stay_protected(client: Client) -> None:

@@ -5,6 +5,7 @@ same checks against the real kube-apiserver's discovery are in tests/e2e/test_au
 """
 
 import asyncio
+import logging
 import ssl
 import sys
 import time
@@ -39,7 +40,7 @@ from audience_token.offline import OfflineSettings, OfflineVerifier
 from audience_token.token_file import TokenFile
 from tests.audience_token.conftest import Clock
 from tests.audience_token.fake_api import outcome_of
-from tests.audience_token.fake_issuer import ADMIN, ISSUER, FakeIssuer, claims, key_id, sign
+from tests.audience_token.fake_issuer import ADMIN, ISSUER, FakeIssuer, claims, key_id, public_jwk, sign
 from tests.audience_token.kubelet_volume import ProjectedVolume
 from tests.tls_material import make_certs
 
@@ -461,6 +462,36 @@ async def test_any_unexpected_error_inside_offline_verification_becomes_unavaila
         with pytest.raises(ReviewUnavailable, match="failed unexpectedly") as unavailable:
             await verifier.verify(token)
     assert token.split(".")[1] not in repr(unavailable.value)
+
+
+async def test_an_unexpected_error_in_a_background_key_refresh_is_logged_by_its_class_only(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before the fix, _seen fetched the exception of the background task and dropped it: no trace at all.
+    token = sign(cluster.key, claims())
+    async with cluster.verifier(settings=OfflineSettings(refresh_every=60)) as verifier:
+        await verifier.verify(token)
+        keys = verifier._keys
+
+        def broken(*_: object, **__: object) -> object:
+            raise KeyError(f"a defect that quotes {token} and {public_jwk(cluster.key)}")
+
+        monkeypatch.setattr(keys, "_parse_keys", broken)
+        cluster.clock.now += 61
+        with caplog.at_level(logging.DEBUG, logger="audience_token"):
+            assert (await verifier.verify(token)).service_account == "api", "the last keys still answer"
+            for _ in range(500):
+                if keys._background is not None and keys._background.done():
+                    break
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0)  # the done callback runs on the loop's next turn
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, caplog.text
+    said = errors[0].getMessage()
+    assert "refreshing the service account keys in the background failed unexpectedly: KeyError" in said
+    assert errors[0].exc_info is None
+    for secret in (token.split(".")[1], token.split(".")[2], "quotes", public_jwk(cluster.key)["x"]):
+        assert secret not in caplog.text
 
 
 @pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])

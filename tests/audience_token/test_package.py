@@ -55,3 +55,13 @@ def test_the_offline_extra_requires_a_pyjwt_whose_issuer_check_is_exact() -> Non
             break
     else:
         pytest.fail("the offline extra does not list PyJWT")
+
+
+def test_the_audience_annotation_is_spelled_once_in_the_library_and_is_the_webhooks_default() -> None:
+    from audience_token.identity import AUDIENCE_ANNOTATION
+    from webhook.core.contract import AUDIENCE_KEY, Contract
+
+    assert Contract().annotation(AUDIENCE_KEY) == AUDIENCE_ANNOTATION
+    modules = sorted((REPO / "audience_token").glob("*.py"))
+    spelled = {path.name: path.read_text().count(AUDIENCE_ANNOTATION) for path in modules}
+    assert {name: count for name, count in spelled.items() if count} == {"identity.py": 1}

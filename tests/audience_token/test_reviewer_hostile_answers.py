@@ -150,11 +150,27 @@ async def test_every_field_of_the_answer_is_read_robustly(
     assert not isinstance(outcome, ReviewUnavailable) or "unexpectedly" not in outcome.message, outcome
 
 
-@pytest.mark.parametrize(("value", "seconds"), [("²", 1), ("٣", 1), ("7", 7), (" 9 ", 9), ("99999999999999", 60)])
-async def test_retry_after_is_read_as_ascii_digits_only(
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [
+        ("²", 1),
+        ("٣", 1),
+        ("0٣", 1),
+        ("7", 7),
+        (" 9 ", 9),
+        ("99999999999999", 60),
+        ("007", 7),
+        ("0000000000000000000000000000000042", 42),
+        ("000", 1),
+        ("0", 1),
+        ("061", 60),
+    ],
+)
+async def test_retry_after_is_read_as_ascii_digits_only_leading_zeros_included(
     reviewer: TokenReviewer, fake_api: FakeApiServer, value: str, seconds: int
 ) -> None:
-    # Before the fix, "²" passed str.isdigit() and int() raised ValueError out of verify().
+    # Before the fix, "²" passed str.isdigit() and int() raised ValueError out of verify();
+    # and "007" (three characters) was taken for a large number: 60 s instead of 7.
     fake_api.fault, fake_api.retry_after = "503", value
     with pytest.raises(ReviewUnavailable) as unavailable:
         await reviewer.verify(fake_token())

@@ -82,6 +82,7 @@ REFUSALS: list[tuple[str, list[tuple[str, str]], str | None]] = [
     ("another audience", list(bearer(fake_token(audiences=("elsewhere",))).items()), None),
     ("another account", list(bearer(fake_token("billing", "billing", audiences=(AUDIENCE,))).items()), None),
     ("the API server down", list(bearer(fake_token(audiences=(AUDIENCE,), nonce="503")).items()), "503"),
+    ("the reviewer's RBAC missing", list(bearer(fake_token(audiences=(AUDIENCE,), nonce="403")).items()), "403"),
 ]
 
 

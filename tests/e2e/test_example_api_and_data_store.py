@@ -350,10 +350,12 @@ async def test_7_with_the_api_server_unreachable_the_data_store_answers_503_and_
         assert [status for status, _, _ in answers] == [503] * 6
         for _, body, headers in answers:
             assert body["reason"] == "review_unavailable"
-            assert f"127.0.0.1:{forwarder.port}" in body["message"]
+            assert f"127.0.0.1:{forwarder.port}" not in body["message"], "the API server's address is not sent"
+            assert "retry later" in body["message"]
             assert int(headers["Retry-After"]) >= 1
         async with aiohttp.ClientSession() as session, session.get(cut_off.url + "/healthz") as health:
             assert health.status == 200, "the data store itself is alive"
+        assert f"127.0.0.1:{forwarder.port}" in cut_off.log, "it is logged for the operator instead"
         assert shows_none_of(cut_off.log, seen, unseen)
     finally:
         await forwarder.close()

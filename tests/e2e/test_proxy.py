@@ -155,7 +155,8 @@ async def test_with_the_api_server_unreachable_the_answer_is_503_and_with_the_ap
     assert status == 503
     assert body["error"] == "temporarily_unavailable"
     assert int(headers["Retry-After"]) >= 1
-    assert f"127.0.0.1:{forwarder.port}" in body["message"]
+    assert f"127.0.0.1:{forwarder.port}" not in body["message"], "no client learns the API server's address"
+    assert f"127.0.0.1:{forwarder.port}" in "".join(proxy.stderr), "the proxy's log names it"
 
 
 async def test_streams_100_mib_each_way_in_flat_memory_and_echoes_a_websocket(

@@ -270,5 +270,6 @@ def test_the_data_store_refuses_garbage_without_asking_and_answers_503_without_i
     status, body = store_run.answers["a token"]
     assert status == 503, "a token it cannot have reviewed is never accepted"
     assert body["reason"] == "review_unavailable"
-    assert f"https://127.0.0.1:{API_SERVER_PORT}" in body["message"]
+    assert f"https://127.0.0.1:{API_SERVER_PORT}" not in body["message"], "no client learns the API server's address"
+    assert f"https://127.0.0.1:{API_SERVER_PORT}" in store_run.log, "the data store's log names it"
     assert "checking callers with TokenReviewer('data-store', allow='api/api', via='in-cluster')" in store_run.log

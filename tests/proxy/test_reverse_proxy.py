@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 
 from audience_token import protect
+from audience_token.answers import NO_VERDICT
 from audience_token.proxy import ProxyLimits, reverse_proxy
 from tests.audience_token.fake_api import FakeApiServer, fake_token
 from tests.proxy.conftest import reviewer_of
@@ -166,6 +167,8 @@ async def test_no_verdict_from_the_api_server_is_a_503_with_retry_after_as_in_th
     assert body == expected_body
     assert headers["Retry-After"] == expected_headers["Retry-After"]
     assert body["error"] == "temporarily_unavailable"
+    assert body["message"] == NO_VERDICT, "any network client reads it: no API server address, no RBAC text"
+    assert fake_api.url not in json.dumps(body)
 
 
 # --- open paths ----------------------------------------------------------------------------------------
