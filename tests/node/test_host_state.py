@@ -7,13 +7,17 @@ what a next node does with what a killed one left, and what a setup that fails p
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.node.node import CGROUP_PREFIX, SYSCTLS, HostPaths, HostState
+from tests.tools import REPO
 
 HOST_VALUES = {
     "vm/overcommit_memory": "0",
@@ -179,3 +183,57 @@ def test_a_setup_that_fails_partway_leaves_no_cgroup_root_and_no_hold(paths: Hos
     assert cgroup_roots(paths) == set()
     assert not paths.record.exists(), "the failed node is still recorded as holding the host's sysctls"
     assert sysctls(paths) == HOST_VALUES
+
+
+def chains_in_this_network_namespace() -> set[str]:
+    listed = subprocess.run(["iptables", "-t", "filter", "-S"], capture_output=True, text=True, check=True)
+    return {line.split()[1] for line in listed.stdout.splitlines() if line.startswith("-N ")}
+
+
+def two_nodes_add_chains_and_stop(folder: str) -> None:
+    """Run in a network namespace of its own: two nodes each add a chain; what is left after each one stops."""
+    paths = HostPaths(
+        proc_sys=Path(folder) / "proc-sys",
+        cgroups=Path(folder) / "cgroup",
+        record=Path(folder) / "run" / "record.json",
+        lock=Path(folder) / "run" / "record.lock",
+        container_logs=Path(folder) / "var-log-containers",
+        iptables=("iptables",),
+    )
+    subprocess.run(["iptables", "-N", "KUBE-THE-HOSTS-OWN"], check=True)
+    first = HostState.read(Path("/nowhere"), paths=paths)
+    subprocess.run(["iptables", "-N", "KUBE-FIRST"], check=True)
+    second = HostState.read(Path("/nowhere"), paths=paths)
+    subprocess.run(["iptables", "-N", "CNI-SECOND"], check=True)
+    left = {"first": first.restore(), "after first": sorted(chains_in_this_network_namespace())}
+    left |= {"second": second.restore(), "after second": sorted(chains_in_this_network_namespace())}
+    print(json.dumps(left))
+
+
+def test_new_chains_are_removed_only_by_the_last_node_to_stop_and_the_hosts_own_are_kept(paths: HostPaths) -> None:
+    if shutil.which("iptables") is None or shutil.which("unshare") is None or os.geteuid() != 0:
+        pytest.skip("needs root, iptables and unshare (a network namespace of its own: the host's rules untouched)")
+    ran = subprocess.run(
+        [
+            "unshare",
+            "--net",
+            "--",
+            sys.executable,
+            "-c",
+            "from tests.node.test_host_state import two_nodes_add_chains_and_stop as run; import sys; run(sys.argv[1])",
+            str(paths.cgroups.parent),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+
+    left = json.loads(ran.stdout)
+
+    assert left["first"] == []
+    assert left["second"] == []
+    assert left["after first"] == ["CNI-SECOND", "KUBE-FIRST", "KUBE-THE-HOSTS-OWN"], "a running node lost its chain"
+    assert left["after second"] == ["KUBE-THE-HOSTS-OWN"]
