@@ -6,7 +6,7 @@ kubelet (``tests/node/build.sh``) inside one private mount namespace (``unshare 
 private``), so every mount they make dies with it; the images ``tests/node/images.sh`` built are imported into
 containerd. ``Node.stop`` deletes the Pods, stops everything in the reverse order (kube-apiserver before etcd)
 and puts the host back as it found it (``HostState``): the sysctls the kubelet sets, the cgroups it and
-containerd create, any iptables chain that appeared.
+containerd create, any iptables chain that appeared (the last node running puts back what nodes share).
 
 Loopback only: the node is named ``localhost`` and the API server reaches the kubelet by that name
 (``--kubelet-preferred-address-types=Hostname``); the kubelet refuses a loopback node IP, so its InternalIP is
