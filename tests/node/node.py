@@ -355,16 +355,20 @@ class Node:
     # --- teardown -----------------------------------------------------------------------------------------------
     def stop(self) -> list[str]:
         """Stop everything this node started and restore the host; returns what could not be restored."""
-        if self.kubelet is not None and self.kubelet.poll() is None:
-            _delete_every_pod(self)
-        for process in (self.kubelet, self.containerd):
-            if process is not None:
-                _stop(process)
-        # Each container's shim outlives containerd; every process left in the node's mount namespace is ours.
-        _stop_namespace(self.namespace_holder)
-        for process in reversed(self.processes):  # kube-apiserver before etcd
-            _stop(process)
-        return self.host.restore()
+        left: list[str] = []
+        # Each step runs even if one before it fails (an exit stack runs its callbacks last-registered first).
+        with contextlib.ExitStack() as then:
+            then.callback(lambda: left.extend(self.host.restore()))
+            for process in self.processes:  # kube-apiserver before etcd
+                then.callback(_stop, process)
+            # Each container's shim outlives containerd; every process left in the node's mount namespace is ours.
+            then.callback(_stop_namespace, self.namespace_holder)
+            for started in (self.containerd, self.kubelet):
+                if started is not None:
+                    then.callback(_stop, started)
+            if self.kubelet is not None and self.kubelet.poll() is None:
+                _delete_every_pod(self)
+        return left
 
 
 def _delete_every_pod(node: Node) -> None:
