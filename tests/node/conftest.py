@@ -8,14 +8,16 @@ the rest of the suite runs in between.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,8 @@ HERE = Path(__file__).parent
 LAST = HERE / "test_rotation.py"
 ROTATION_SECONDS = 600
 """The API server's shortest token lifetime: the kubelet refreshes the file at 80% of it, about 480 s."""
+WATCH_SECONDS = 60
+"""How often the api's token is read while the session runs: far less than a token's ≈ 480 s, so none is missed."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -151,6 +155,9 @@ class Example:
     """``time.monotonic()`` when the api Pod was created: its first token is at most this old."""
     first_token: tuple[str, int]
     """The api's first token as ``token_seen`` tells it: (digest, ``iat``)."""
+    issued: list[int] = field(default_factory=list)
+    """The ``iat`` of each token the api has had, in order: ``token_seen`` records every new one it reads."""
+    _recording: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def call(self, port: int | None = None) -> tuple[int, dict[str, Any]]:
         """``GET /`` on the api (or another api on ``port``): the data store's answer, passed through."""
@@ -180,11 +187,22 @@ class Example:
         """The token the api's container reads now (``kubectl exec``, as its own user): its digest and ``iat``."""
         read = json.loads(self.node.read_in(self.api_namespace, self.api["metadata"]["name"], "api", READ_TOKEN))
         issued_at: int = claims_of(read["token"])["iat"]
+        with self._recording:
+            if not self.issued or self.issued[-1] != issued_at:
+                self.issued.append(issued_at)
         return digest(read["token"]), issued_at
+
+    def watch_tokens(self, stop: threading.Event) -> None:
+        """Read the api's token every ``WATCH_SECONDS`` until ``stop``, so that ``issued`` holds every rotation."""
+        while not stop.wait(WATCH_SECONDS):
+            # A read that fails (a busy node) is retried at the next tick; a token missed altogether would join
+            # two rotations into one interval, which the rotation test refuses: it can fail, never pass wrongly.
+            with contextlib.suppress(Exception):
+                self.token_seen()
 
 
 @pytest.fixture(scope="session")
-def example(node: Node, webhook: WebhookPod) -> Example:
+def example(node: Node, webhook: WebhookPod) -> Iterator[Example]:
     plane: ControlPlane = node.control_plane
     api_namespace, data_store_namespace = node.namespace(), node.namespace()
     for namespace, account in (
@@ -225,4 +243,11 @@ def example(node: Node, webhook: WebhookPod) -> Example:
     example = Example(node, api_namespace, data_store_namespace, data_store_port, {}, 0, time.monotonic(), ("", 0))
     example.api, example.api_port = example.api_pod("api", audience="data-store", account="api")
     example.first_token = example.token_seen()
-    return example
+    stop = threading.Event()
+    watcher = threading.Thread(target=example.watch_tokens, args=(stop,), name="api-token-watcher", daemon=True)
+    watcher.start()
+    try:
+        yield example
+    finally:
+        stop.set()
+        watcher.join(timeout=120)

@@ -6,7 +6,7 @@ kubelet (``tests/node/build.sh``) inside one private mount namespace (``unshare 
 private``), so every mount they make dies with it; the images ``tests/node/images.sh`` built are imported into
 containerd. ``Node.stop`` deletes the Pods, stops everything in the reverse order (kube-apiserver before etcd)
 and puts the host back as it found it (``HostState``): the sysctls the kubelet sets, the cgroups it and
-containerd create, any iptables chain that appeared.
+containerd create, any iptables chain that appeared (the last node running puts back what nodes share).
 
 Loopback only: the node is named ``localhost`` and the API server reaches the kubelet by that name
 (``--kubelet-preferred-address-types=Hostname``); the kubelet refuses a loopback node IP, so its InternalIP is
@@ -48,8 +48,7 @@ SYSCTLS = ("vm/overcommit_memory", "kernel/panic", "kernel/panic_on_oops", "net/
 """What the kubelet (and a CNI bridge) change on the host, under /proc/sys: put back at teardown."""
 IPTABLES = ("iptables", "ip6tables")
 KUBE_CHAINS = ("KUBE-", "CNI-")
-SYSCTL_LOCK = Path("/run/token-projector-node.lock")
-SYSCTL_RECORD = Path("/run/token-projector-node.json")
+CGROUP_PREFIX = "token-projector-node-"
 NODE_TOKEN = "node-e2e-" + uuid.uuid4().hex
 
 
@@ -77,101 +76,174 @@ def parts() -> dict[str, Path]:
     return found
 
 
+@dataclass(frozen=True)
+class HostPaths:
+    """Where the host's state lives; a unit test points these at a temporary folder."""
+
+    proc_sys: Path = Path("/proc/sys")
+    cgroups: Path = Path("/sys/fs/cgroup")
+    record: Path = Path("/run/token-projector-node.json")
+    """The shared record: the host's original sysctls and iptables chains, and every node running (its holder)."""
+    lock: Path = Path("/run/token-projector-node.lock")
+    container_logs: Path = Path("/var/log/containers")
+    """Where the kubelet links each container's log, whatever its root dir."""
+    iptables: tuple[str, ...] = IPTABLES
+
+
 @dataclass
 class HostState:
     """What a node changes on this host, read before it starts, so that teardown can put it back.
 
     Two test sessions on one machine may each run a node: each kubelet has its own cgroup root
-    (``cgroup_root``), and the sysctls' original values are kept in one file shared by every node running
-    (``SYSCTL_RECORD``), restored by the last to stop.
+    (``cgroup_root``), and the host's original sysctls and iptables chains are kept in one record shared by every
+    node running (``HostPaths.record``), put back by the last to stop. A session killed before its teardown
+    (SIGKILL, a CI timeout) leaves its holder in the record, dead: the next node to start puts the recorded
+    originals back and removes the dead node's cgroup roots before it changes anything itself.
     """
 
     cgroup_root: str
     """This node's cgroup root, the parent of its ``kubepods``, in every hierarchy: no other kubelet touches it."""
     workdir: Path
-    chains: dict[tuple[str, str], set[str]]
+    paths: HostPaths = field(default_factory=HostPaths)
+    holder: int = field(default_factory=os.getpid)
+    """The process whose node this is: the record names it, with its start time, while the node may run."""
 
     @classmethod
-    def read(cls, workdir: Path) -> HostState:
-        state = cls("token-projector-node-" + uuid.uuid4().hex[:8], workdir, _chains())
-        _hold_sysctls()
-        for hierarchy in _hierarchies():
-            folder = hierarchy / state.cgroup_root
-            folder.mkdir()
-            for name in ("cpuset.cpus", "cpuset.mems"):  # a new cpuset is empty until given its parent's
-                if (hierarchy / name).exists():
-                    (folder / name).write_text((hierarchy / name).read_text())
+    def read(cls, workdir: Path, *, paths: HostPaths | None = None, holder: int | None = None) -> HostState:
+        """Record this node as a holder and make its cgroup roots; on any failure, undo what was done and raise."""
+        state = cls(
+            CGROUP_PREFIX + uuid.uuid4().hex[:8], workdir, paths or HostPaths(), holder if holder else os.getpid()
+        )
+        _hold(state)
+        try:
+            for hierarchy in _hierarchies(state.paths):
+                folder = hierarchy / state.cgroup_root
+                folder.mkdir()
+                for name in ("cpuset.cpus", "cpuset.mems"):  # a new cpuset is empty until given its parent's
+                    if (hierarchy / name).exists():
+                        (folder / name).write_text((hierarchy / name).read_text())
+        except BaseException as error:
+            left = state.restore()
+            if left:
+                error.add_note(f"the host was not fully restored: {left}")
+            raise
         return state
 
     def restore(self) -> list[str]:
         """Undo what this node did; returns what could not be undone (empty: the host is as it was)."""
-        left: list[str] = []
-        for hierarchy in _hierarchies():
-            root = hierarchy / self.cgroup_root
-            if not root.is_dir():
-                continue
-            for cgroup in sorted(
-                [root, *(p for p in root.rglob("*") if p.is_dir())], key=lambda p: len(p.parts), reverse=True
-            ):
-                try:
-                    cgroup.rmdir()
-                except FileNotFoundError:
-                    pass
-                except OSError as error:
-                    left.append(f"cgroup {cgroup}: {error.strerror}")
-        for (command, table), chains in _chains().items():
-            new = sorted(c for c in chains - self.chains.get((command, table), set()) if c.startswith(KUBE_CHAINS))
-            for chain in new:
-                subprocess.run([command, "-t", table, "-F", chain], capture_output=True, check=False)
-            for chain in new:
-                if subprocess.run([command, "-t", table, "-X", chain], capture_output=True, check=False).returncode:
-                    left.append(f"{command} -t {table} chain {chain}")
-        logs = Path("/var/log/containers")  # the kubelet links each container's log there, whatever its root dir
+        left = _remove_cgroup_root(self.paths, self.cgroup_root)
+        logs = self.paths.container_logs
         for link in logs.iterdir() if logs.is_dir() else ():
             if link.is_symlink() and Path(os.readlink(link)).is_relative_to(self.workdir):
                 link.unlink(missing_ok=True)
-        _release_sysctls()
-        return left
+        return left + _release(self)
 
 
-def _hierarchies() -> list[Path]:
-    return [path for path in Path("/sys/fs/cgroup").iterdir() if path.is_dir() and (path / "cgroup.procs").exists()]
+def _hierarchies(paths: HostPaths) -> list[Path]:
+    return [path for path in paths.cgroups.iterdir() if path.is_dir() and (path / "cgroup.procs").exists()]
+
+
+def _remove_cgroup_root(paths: HostPaths, cgroup_root: str) -> list[str]:
+    """Remove ``cgroup_root`` and every cgroup under it, deepest first; returns those still there (busy)."""
+    left: list[str] = []
+    for hierarchy in _hierarchies(paths):
+        root = hierarchy / cgroup_root
+        if not root.is_dir():
+            continue
+        for cgroup in sorted(
+            [root, *(p for p in root.rglob("*") if p.is_dir())], key=lambda p: len(p.parts), reverse=True
+        ):
+            try:
+                cgroup.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError as error:
+                left.append(f"cgroup {cgroup}: {error.strerror}")
+    return left
+
+
+def _started_at(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot), or None if it is gone: a reused pid differs here."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]
+
+
+def _alive(holder: dict[str, Any]) -> bool:
+    started = _started_at(holder["pid"])
+    return started is not None and started == holder["started"]
 
 
 @contextlib.contextmanager
-def _sysctl_record() -> Iterator[dict[str, Any]]:
-    """The shared record of the sysctls' original values and of the processes whose node may have changed them."""
-    with SYSCTL_LOCK.open("a") as lock:
+def _record(paths: HostPaths) -> Iterator[dict[str, Any]]:
+    """The shared record under its lock, with the holders still alive; written back (or removed) after."""
+    with paths.lock.open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        record: dict[str, Any] = json.loads(SYSCTL_RECORD.read_text()) if SYSCTL_RECORD.exists() else {}
-        record["holders"] = [pid for pid in record.get("holders", []) if Path(f"/proc/{pid}").exists()]
+        record: dict[str, Any] = json.loads(paths.record.read_text()) if paths.record.exists() else {}
+        # A record from before holders named their start time and cgroup root (a bare pid) counts as alive while
+        # its pid exists: its cgroups are then never reaped.
+        record["holders"] = [
+            holder
+            for holder in (
+                h if isinstance(h, dict) else {"pid": h, "started": _started_at(h)} for h in record.get("holders", [])
+            )
+            if _alive(holder)
+        ]
         yield record
         if record["holders"]:
-            SYSCTL_RECORD.write_text(json.dumps(record))
+            written = paths.record.with_name(paths.record.name + ".new")
+            written.write_text(json.dumps(record))
+            os.replace(written, paths.record)  # a run killed mid-write leaves the old record whole
         else:
-            SYSCTL_RECORD.unlink(missing_ok=True)
+            paths.record.unlink(missing_ok=True)
 
 
-def _hold_sysctls() -> None:
-    with _sysctl_record() as record:
-        if not record["holders"]:  # no node runs: the values now are the host's own
-            record["originals"] = {name: (Path("/proc/sys") / name).read_text().strip() for name in SYSCTLS}
-        record["holders"].append(os.getpid())
+def _hold(state: HostState) -> None:
+    """Make ``state`` a holder; first, if no node runs, put back what a killed node left, or read the originals."""
+    paths = state.paths
+    with _record(paths) as record:
+        if not record["holders"]:
+            if "originals" in record:  # every holder died before its teardown: these are still the host's own
+                _write_sysctls(paths, record["originals"])
+            else:
+                record["originals"] = {name: (paths.proc_sys / name).read_text().strip() for name in SYSCTLS}
+            if "chains" in record:
+                _remove_new_chains(paths, record["chains"])
+            else:
+                record["chains"] = {f"{command} {table}": sorted(c) for (command, table), c in _chains(paths).items()}
+        held = {str(h.get("cgroup_root")) for h in record["holders"]}
+        if all("cgroup_root" in h for h in record["holders"]):  # else a live node's root is unknown: reap nothing
+            for hierarchy in _hierarchies(paths):
+                for leftover in {p.name for p in hierarchy.glob(CGROUP_PREFIX + "*") if p.is_dir()} - held:
+                    _remove_cgroup_root(paths, leftover)  # still busy: the dead node's processes live on
+        record["holders"].append(
+            {"pid": state.holder, "started": _started_at(state.holder), "cgroup_root": state.cgroup_root}
+        )
 
 
-def _release_sysctls() -> None:
-    with _sysctl_record() as record:
-        record["holders"] = [pid for pid in record["holders"] if pid != os.getpid()]
-        if not record["holders"]:  # the last node stops: put the host's values back
-            for name, value in record["originals"].items():
-                path = Path("/proc/sys") / name
-                if path.read_text().strip() != value:
-                    path.write_text(value)
+def _release(state: HostState) -> list[str]:
+    """Remove ``state`` from the holders; the last to leave puts the sysctls back and removes the new chains."""
+    paths = state.paths
+    with _record(paths) as record:
+        record["holders"] = [h for h in record["holders"] if h.get("cgroup_root") != state.cgroup_root]
+        if record["holders"]:
+            return []
+        _write_sysctls(paths, record.get("originals", {}))
+        return _remove_new_chains(paths, record.get("chains"))
 
 
-def _chains() -> dict[tuple[str, str], set[str]]:
+def _write_sysctls(paths: HostPaths, values: dict[str, str]) -> None:
+    for name, value in values.items():
+        path = paths.proc_sys / name
+        if path.read_text().strip() != value:
+            path.write_text(value)
+
+
+def _chains(paths: HostPaths) -> dict[tuple[str, str], set[str]]:
     chains: dict[tuple[str, str], set[str]] = {}
-    for command in IPTABLES:
+    for command in paths.iptables:
         if shutil.which(command) is None:
             continue
         for table in ("filter", "nat", "mangle"):
@@ -182,6 +254,24 @@ def _chains() -> dict[tuple[str, str], set[str]]:
                 if line.startswith("-N ") and len(line.split()) > 1
             }
     return chains
+
+
+def _remove_new_chains(paths: HostPaths, originals: dict[str, list[str]] | None) -> list[str]:
+    """Flush and delete every ``KUBE-``/``CNI-`` chain not in ``originals``; returns those that stay.
+
+    Only with no node running: a chain that appeared may be another running node's.
+    """
+    if originals is None:  # a record from before chains were kept: which chains are the host's is unknown
+        return []
+    left: list[str] = []
+    for (command, table), chains in _chains(paths).items():
+        new = sorted(c for c in chains - set(originals.get(f"{command} {table}", [])) if c.startswith(KUBE_CHAINS))
+        for chain in new:
+            subprocess.run([command, "-t", table, "-F", chain], capture_output=True, check=False)
+        for chain in new:
+            if subprocess.run([command, "-t", table, "-X", chain], capture_output=True, check=False).returncode:
+                left.append(f"{command} -t {table} chain {chain}")
+    return left
 
 
 @dataclass
@@ -265,16 +355,20 @@ class Node:
     # --- teardown -----------------------------------------------------------------------------------------------
     def stop(self) -> list[str]:
         """Stop everything this node started and restore the host; returns what could not be restored."""
-        if self.kubelet is not None and self.kubelet.poll() is None:
-            _delete_every_pod(self)
-        for process in (self.kubelet, self.containerd):
-            if process is not None:
-                _stop(process)
-        # Each container's shim outlives containerd; every process left in the node's mount namespace is ours.
-        _stop_namespace(self.namespace_holder)
-        for process in reversed(self.processes):  # kube-apiserver before etcd
-            _stop(process)
-        return self.host.restore()
+        left: list[str] = []
+        # Each step runs even if one before it fails (an exit stack runs its callbacks last-registered first).
+        with contextlib.ExitStack() as then:
+            then.callback(lambda: left.extend(self.host.restore()))
+            for process in self.processes:  # kube-apiserver before etcd
+                then.callback(_stop, process)
+            # Each container's shim outlives containerd; every process left in the node's mount namespace is ours.
+            then.callback(_stop_namespace, self.namespace_holder)
+            for started in (self.containerd, self.kubelet):
+                if started is not None:
+                    then.callback(_stop, started)
+            if self.kubelet is not None and self.kubelet.poll() is None:
+                _delete_every_pod(self)
+        return left
 
 
 def _delete_every_pod(node: Node) -> None:
@@ -325,21 +419,25 @@ def start_node(work: Path) -> Node:
     """The whole node, started; on any failure everything started so far is stopped and the host restored."""
     found = parts()
     folder = binaries()
-    host = HostState.read(work)
-    holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--", "sleep", "infinity"])
+    host = HostState.read(work)  # on a failure it undoes its own part
+    holder: subprocess.Popen[bytes] | None = None
     node: Node | None = None
     try:
+        holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "--", "sleep", "infinity"])
         plane, processes = _control_plane(folder, work)
         node = Node(plane, work, host, holder, processes=processes)
         _containerd(node, found["containerd"], found["images"])
         _kubelet(node, found["kubelet"] / "kubelet")
         return node
-    except BaseException:
+    except BaseException as error:
         if node is not None:
-            node.stop()
+            left = node.stop()
         else:
-            _stop_namespace(holder)
-            host.restore()
+            if holder is not None:
+                _stop_namespace(holder)
+            left = host.restore()
+        if left:
+            error.add_note(f"the host was not fully restored: {left}")
         raise
 
 
