@@ -89,7 +89,9 @@ async def recording(reviewer: TokenReviewer) -> Recording:
 
 @pytest.fixture
 async def asgi_url(recording: Recording) -> AsyncIterator[str]:
-    app = AudienceTokenMiddleware(starlette_app(), recording, open_paths={"/healthz/ready"})
+    app = AudienceTokenMiddleware(
+        starlette_app(), recording, open_paths={"/healthz/ready"}, rules={"GET /admin/*": "api/reports"}
+    )
     async with uvicorn_serving(app) as url:
         yield url
     assert recording.closed == 1, "the lifespan's end closes the verifier"
@@ -272,3 +274,16 @@ async def test_a_refused_request_with_a_body_leaves_the_connection_usable_for_th
         async with one_connection.post(asgi_url + "/upload", data=b"y" * 1000, headers=bearer(token)) as response:
             assert response.status == 200
             assert (await response.text()).startswith("protected api/api")
+
+
+@pytest.mark.parametrize("path", ["/admin/users", "/admin"])
+async def test_a_get_route_rule_refuses_head_too_and_covers_the_bare_prefix(
+    asgi_url: str, http: aiohttp.ClientSession, path: str
+) -> None:
+    token = fake_token("api", "api", audiences=(AUDIENCE,))
+    async with http.get(asgi_url + path, headers=bearer(token)) as response:
+        assert response.status == 403
+    async with http.head(asgi_url + path, headers=bearer(token)) as response:
+        assert response.status == 403, "Starlette answers HEAD with the GET handler: the GET rule must govern it"
+    async with http.get(asgi_url + "/other", headers=bearer(token)) as response:
+        assert response.status == 200

@@ -132,3 +132,15 @@ def test_the_cache_ttls_of_mode_tokenreview_come_from_the_settings(fake_api: Fak
     verifier = verifier_from(config)
     assert isinstance(verifier, TokenReviewer)
     assert (verifier.settings.success_ttl, verifier.settings.failure_ttl) == (2.0, 10.0)
+
+
+@pytest.mark.parametrize("path", ["/admin/users", "/admin"])
+async def test_a_get_route_rule_refuses_head_too_and_covers_the_bare_prefix(
+    url: str, http: aiohttp.ClientSession, path: str
+) -> None:
+    async with http.get(url + path, headers=bearer("api", "api")) as response:
+        assert response.status == 403
+    async with http.head(url + path, headers=bearer("api", "api")) as response:
+        assert response.status == 403, "Django answers HEAD with the GET view: the GET rule must govern it"
+    async with http.head(url + path, headers=bearer("ops", "janitor")) as response:
+        assert response.status == 200

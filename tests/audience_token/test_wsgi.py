@@ -158,3 +158,17 @@ async def test_a_refused_request_with_a_body_leaves_the_connection_usable_for_th
         async with one_connection.post(url + "/upload", data=b"y" * 1000, headers=bearer(token)) as response:
             assert response.status == 200
             assert (await response.text()).startswith("protected api/api")
+
+
+@pytest.mark.parametrize("path", ["/admin/users", "/admin"])
+async def test_a_get_route_rule_refuses_head_too_and_covers_the_bare_prefix(
+    url: str, http: aiohttp.ClientSession, path: str
+) -> None:
+    api = fake_token("api", "api", audiences=(AUDIENCE,))
+    async with http.get(url + path, headers=bearer(api)) as response:
+        assert response.status == 403
+    async with http.head(url + path, headers=bearer(api)) as response:
+        assert response.status == 403, "Flask answers HEAD with the GET view: the GET rule must govern it"
+    ops = fake_token("ops", "janitor", audiences=(AUDIENCE,))
+    async with http.head(url + path, headers=bearer(ops)) as response:
+        assert response.status == 200
