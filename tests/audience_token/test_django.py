@@ -144,3 +144,13 @@ async def test_a_get_route_rule_refuses_head_too_and_covers_the_bare_prefix(
         assert response.status == 403, "Django answers HEAD with the GET view: the GET rule must govern it"
     async with http.head(url + path, headers=bearer("ops", "janitor")) as response:
         assert response.status == 200
+
+
+def test_a_new_settings_dict_never_gets_the_verifier_of_a_freed_one_at_the_same_id() -> None:
+    from audience_token import django
+
+    for n in range(40):
+        config = {"audience": f"audience-{n}", "allow": ["api/*"], "mode": "offline", "issuer": "https://issuer.test"}
+        assert django._shared(config).audience == f"audience-{n}"
+        assert django._shared(config) is django._shared(config), "one verifier per settings dict"
+        del config  # freed: CPython readily gives the next dict the same id
