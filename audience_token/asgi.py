@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from typing import Any, Final
 
 from audience_token.answers import Gate, HttpRefusal, OpenPaths, Verifier
-from audience_token.errors import VerificationError
+from audience_token.errors import VerificationError, unexpected
 from audience_token.identity import Identity
 from audience_token.rules import CallerRule, RouteRules
 
@@ -117,6 +117,8 @@ class AudienceTokenMiddleware:
             return identity if identity is not None else await self._verify(token)
         except VerificationError as refused:
             return self.gate.refusal(refused)
+        except Exception as error:  # a defect in a verifier (of one's own): the library's 503, never a 500
+            return self.gate.refusal(unexpected(error))
 
     def _closing(self, send: Send) -> Send:
         async def send_after_closing(message: Message) -> None:
