@@ -122,8 +122,14 @@ class AudienceTokenMiddleware:
 
     def _closing(self, send: Send) -> Send:
         async def send_after_closing(message: Message) -> None:
-            if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                await self.verifier.close()
+            kind = message.get("type")
+            if kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                try:
+                    await self.verifier.close()
+                except Exception as error:  # the server still hears the end of the shutdown
+                    if kind == "lifespan.shutdown.complete":
+                        failed = f"closing the token verifier failed: {type(error).__name__}"
+                        message = {"type": "lifespan.shutdown.failed", "message": failed}
             await send(message)
 
         return send_after_closing

@@ -287,3 +287,32 @@ async def test_a_get_route_rule_refuses_head_too_and_covers_the_bare_prefix(
         assert response.status == 403, "Starlette answers HEAD with the GET handler: the GET rule must govern it"
     async with http.get(asgi_url + "/other", headers=bearer(token)) as response:
         assert response.status == 200
+
+
+@pytest.mark.parametrize("defect", [RuntimeError("Event loop is closed"), OSError("socket")])
+async def test_a_verifier_whose_close_raises_still_ends_the_lifespan_reporting_shutdown_failed(
+    defect: Exception,
+) -> None:
+    class ClosingFails:
+        audience = AUDIENCE
+
+        async def verify(self, token: str) -> Identity:
+            raise AssertionError("not asked")
+
+        async def close(self) -> None:
+            raise defect
+
+    app = AudienceTokenMiddleware(starlette_app(), ClosingFails())
+    messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return next(messages)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    # The server's side of the lifespan protocol, as uvicorn plays it.
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.failed"]
+    assert sent[1]["message"] == f"closing the token verifier failed: {type(defect).__name__}"
