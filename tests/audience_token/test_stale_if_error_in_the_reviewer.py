@@ -158,3 +158,23 @@ async def test_a_refusal_resting_on_the_api_servers_error_forgets_the_kept_accep
     with pytest.raises(ReviewUnavailable):
         await stale_reviewer.verify(token)
     assert stale_reviewer.counts.served_stale == {}
+
+
+@pytest.mark.parametrize("fault", ["401", "403"])
+async def test_the_window_never_answers_when_the_reviewers_own_credentials_are_refused(
+    stale_reviewer: TokenReviewer, fake_api: FakeApiServer, clock: Clock, fault: str
+) -> None:
+    """A lost RBAC binding or a refused own token is an operator's error: 503 at once, not old verdicts."""
+    accepted, refused = fake_token(), fake_token(audiences=("data-store",))
+    await stale_reviewer.verify(accepted)
+    with pytest.raises(Unauthenticated):
+        await stale_reviewer.verify(refused)
+    fake_api.fault = fault
+    clock.now += 11  # past the cache entries, within both windows
+    for token in (accepted, refused):
+        with pytest.raises(ReviewUnavailable):
+            await stale_reviewer.verify(token)
+    assert stale_reviewer.counts.served_stale == {}
+    fake_api.fault = "503"  # an outage proper: the window answers again
+    clock.now += 2
+    assert await stale_reviewer.verify(accepted)
