@@ -102,7 +102,7 @@ class AudienceTokenMiddleware:
             scope["state"] = {**state, IDENTITY_KEY: verdict} if state else {IDENTITY_KEY: verdict}
             await self.app(scope, receive, send)
         elif kind == "http":
-            await _send_http(verdict, send)
+            await _send_http(verdict, send, head=scope.get("method") == "HEAD")
         else:
             await self._refuse_handshake(verdict, scope, receive, send)
 
@@ -152,6 +152,7 @@ def _raw(answer: HttpRefusal) -> list[tuple[bytes, bytes]]:
     return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in answer.all_headers()]
 
 
-async def _send_http(answer: HttpRefusal, send: Send) -> None:
+async def _send_http(answer: HttpRefusal, send: Send, *, head: bool = False) -> None:
     await send({"type": "http.response.start", "status": answer.status, "headers": _raw(answer)})
-    await send({"type": "http.response.body", "body": answer.body})
+    # HEAD: the headers only (uvicorn drops a HEAD body itself; not every server does).
+    await send({"type": "http.response.body", "body": b"" if head else answer.body})

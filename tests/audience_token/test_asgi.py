@@ -17,6 +17,7 @@ from starlette.websockets import WebSocket
 from yarl import URL
 
 from audience_token import Identity, ReviewerSettings, TokenReviewer, protect
+from audience_token.answers import HttpRefusal
 from audience_token.asgi import IDENTITY_KEY, AudienceTokenMiddleware, Message, identity_of
 from tests.audience_token.fake_api import FakeApiServer, fake_token
 from tests.audience_token.servers import answer_of, uvicorn_serving
@@ -316,3 +317,23 @@ async def test_a_verifier_whose_close_raises_still_ends_the_lifespan_reporting_s
     await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
     assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.failed"]
     assert sent[1]["message"] == f"closing the token verifier failed: {type(defect).__name__}"
+
+
+async def test_a_refused_head_request_is_answered_with_headers_and_no_body(reviewer: TokenReviewer) -> None:
+    """As the server sees it (uvicorn would drop a HEAD body itself; a server that does not would desync)."""
+    app = AudienceTokenMiddleware(starlette_app(), reviewer)
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "HEAD", "path": "/x", "raw_path": b"/x", "headers": [], "query_string": b""}
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 401
+    refusal = app.gate.token_of([])
+    assert isinstance(refusal, HttpRefusal)
+    assert (b"content-length", str(len(refusal.body)).encode()) in sent[0]["headers"], "the GET answer's length"
+    assert sent[1] == {"type": "http.response.body", "body": b""}
