@@ -8,7 +8,7 @@ a caller refused a moment ago still gets its 401/403 rather than a 503. 0 turns 
 
 The window never answers when the API server refuses the reviewer's *own* credentials (401: its
 token is not valid; 403: it may not create TokenReviews, a lost RBAC binding): that is an operator's
-error, not an outage, and it surfaces at once as 503s naming it rather than hiding behind old verdicts.
+error, not an outage, and it surfaces at once as 503s (the cause in the log) rather than hiding behind old verdicts.
 
 Each new review's verdict replaces the kept one: a token accepted an hour ago and refused a second
 ago is not accepted in an outage. What it costs: a Pod deleted during an outage keeps working for
