@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMappi
 from typing import Any, Final
 
 from audience_token.answers import Gate, HttpRefusal, OpenPaths, Verifier
-from audience_token.errors import VerificationError
+from audience_token.errors import VerificationError, unexpected
 from audience_token.identity import Identity
 from audience_token.rules import CallerRule, RouteRules
 
@@ -102,7 +102,7 @@ class AudienceTokenMiddleware:
             scope["state"] = {**state, IDENTITY_KEY: verdict} if state else {IDENTITY_KEY: verdict}
             await self.app(scope, receive, send)
         elif kind == "http":
-            await _send_http(verdict, send)
+            await _send_http(verdict, send, head=scope.get("method") == "HEAD")
         else:
             await self._refuse_handshake(verdict, scope, receive, send)
 
@@ -117,11 +117,19 @@ class AudienceTokenMiddleware:
             return identity if identity is not None else await self._verify(token)
         except VerificationError as refused:
             return self.gate.refusal(refused)
+        except Exception as error:  # a defect in a verifier (of one's own): the library's 503, never a 500
+            return self.gate.refusal(unexpected(error))
 
     def _closing(self, send: Send) -> Send:
         async def send_after_closing(message: Message) -> None:
-            if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                await self.verifier.close()
+            kind = message.get("type")
+            if kind in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                try:
+                    await self.verifier.close()
+                except Exception as error:  # the server still hears the end of the shutdown
+                    if kind == "lifespan.shutdown.complete":
+                        failed = f"closing the token verifier failed: {type(error).__name__}"
+                        message = {"type": "lifespan.shutdown.failed", "message": failed}
             await send(message)
 
         return send_after_closing
@@ -144,6 +152,7 @@ def _raw(answer: HttpRefusal) -> list[tuple[bytes, bytes]]:
     return [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in answer.all_headers()]
 
 
-async def _send_http(answer: HttpRefusal, send: Send) -> None:
+async def _send_http(answer: HttpRefusal, send: Send, *, head: bool = False) -> None:
     await send({"type": "http.response.start", "status": answer.status, "headers": _raw(answer)})
-    await send({"type": "http.response.body", "body": answer.body})
+    # HEAD: the headers only (uvicorn drops a HEAD body itself; not every server does).
+    await send({"type": "http.response.body", "body": b"" if head else answer.body})

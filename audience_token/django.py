@@ -150,16 +150,21 @@ class AudienceTokenMiddleware:
         return None
 
 
-_VERIFIERS: dict[int, SyncVerifier] = {}
+_VERIFIERS: dict[int, tuple[Mapping[str, Any], SyncVerifier]] = {}
 
 
 def _shared(config: Mapping[str, Any]) -> SyncVerifier:
-    """One SyncVerifier per settings dict and process: Django builds its middleware chain more than once."""
-    verifier = _VERIFIERS.get(id(config))
-    if verifier is None:
-        timeout = config.get("timeout")
-        verifier = SyncVerifier(verifier_from(config), timeout=float(timeout) if timeout is not None else None)
-        _VERIFIERS[id(config)] = verifier
+    """One SyncVerifier per settings dict and process: Django builds its middleware chain more than once.
+
+    The dict is kept beside its verifier and compared by identity: an id alone may be reused by a new
+    dict once the old one is freed, which would hand it another audience's verifier.
+    """
+    entry = _VERIFIERS.get(id(config))
+    if entry is not None and entry[0] is config:
+        return entry[1]
+    timeout = config.get("timeout")
+    verifier = SyncVerifier(verifier_from(config), timeout=float(timeout) if timeout is not None else None)
+    _VERIFIERS[id(config)] = (config, verifier)
     return verifier
 
 

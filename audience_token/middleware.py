@@ -33,7 +33,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
 
 from audience_token.answers import Gate, HttpRefusal, Verifier, realm
-from audience_token.errors import VerificationError
+from audience_token.errors import VerificationError, unexpected
 from audience_token.identity import Identity
 
 __all__ = [
@@ -95,6 +95,8 @@ def token_middleware(verifier: Verifier, *, open_paths: Iterable[str] = ()) -> M
                 identity = await verify(token)
         except VerificationError as refused:
             return _response(gate.refusal(refused))
+        except Exception as error:  # a defect in a verifier (of one's own): the library's 503, never a 500
+            return _response(gate.refusal(unexpected(error)))
         request[IDENTITY] = identity
         return await handler(request)
 

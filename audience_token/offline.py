@@ -81,6 +81,10 @@ class OfflineVerifier:
     Keys from the API server: in-cluster by default, or ``kubeconfig=PATH`` (``context=``), or
     ``credentials=``. From the issuer URL itself: ``issuer=URL`` alone. With both, ``issuer`` must be
     what the API server publishes. Use ``async with`` or ``await close()``.
+
+    ``clock`` (monotonic) paces key refreshes; ``wall_clock`` (seconds since the epoch) is what the
+    stale-token watch compares a token's refresh point with, as ``TokenReviewer``'s. (``exp``, ``nbf``
+    and ``iat`` are checked by PyJWT against the system clock.)
     """
 
     def __init__(
@@ -94,6 +98,7 @@ class OfflineVerifier:
         credentials: Credentials | None = None,
         settings: OfflineSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._jwt: Any = import_jwt()  # first: a missing extra is the one error worth reporting
         self.policy = Policy.of(audience, allow)
@@ -122,7 +127,7 @@ class OfflineVerifier:
         )
         self.counts = Counts()
         """What this verifier answered: ``audience_token.metrics.register(verifier)`` shows it."""
-        self._stale_tokens = StaleTokenWatch(counts=self.counts)
+        self._stale_tokens = StaleTokenWatch(counts=self.counts, wall_clock=wall_clock)
 
     @property
     def source(self) -> str:

@@ -262,7 +262,7 @@ class TokenReviewer:
 
     def _kept_or_unavailable(self, key: bytes, claims: Mapping[str, Any], error: ReviewUnavailable) -> _Verdict:
         """With ``stale_if_error``, the verdict kept for ``key`` if its window is open; else unavailability."""
-        kept = self._stale.recall(key) if self._stale is not None else None
+        kept = self._stale.recall(key, cause=error.cause) if self._stale is not None else None
         if kept is None:
             return _Refusal.unavailable(error)
         outcome = ACCEPTED if isinstance(kept, Identity) else kept.counted_as[0]

@@ -8,8 +8,15 @@ A rule lists callers in either form:
   account of a namespace) or ``system:serviceaccounts`` (every service account).
 
 ``RouteRules`` maps ``"METHOD /path"`` keys to such lists; the path is exact, or a prefix ending in
-``/*``; the method is ``*`` for any. The first key that matches decides; a request no key matches is
-left to the verifier's ``allow`` alone.
+``/*`` (``/admin/*`` covers ``/admin`` itself too); the method is ``*`` for any, and a ``GET`` rule
+governs ``HEAD`` as well (frameworks answer HEAD with the GET handler). The first key that matches
+decides; a request no key matches is left to the verifier's ``allow`` alone.
+
+The path is the request's full path as the client sent it (decoded), mount prefix included: under WSGI
+``SCRIPT_NAME + PATH_INFO``, under Django ``request.path``, under ASGI ``scope["path"]``. An app
+mounted at ``/store`` writes ``"DELETE /store/secrets/*"``. (Keys compared with the full path cannot be
+skipped by a mount prefix; a key written without the prefix matches nothing and is a no-op, not a bypass
+of ``allow``.)
 """
 
 from __future__ import annotations
@@ -73,9 +80,12 @@ class _Route:
     rule: CallerRule
 
     def matches(self, method: str, path: str) -> bool:
-        if self.method not in ("*", method):
+        # A GET rule governs HEAD too: Starlette, Flask and Django answer HEAD with the GET handler.
+        if self.method not in ("*", method) and not (self.method == "GET" and method == "HEAD"):
             return False
-        return path.startswith(self.path) if self.prefix else path == self.path
+        if self.prefix:  # "/admin/*" covers "/admin" itself: a route at /admin must not skip the rule
+            return path.startswith(self.path) or path == self.path[:-1]
+        return path == self.path
 
 
 class RouteRules:

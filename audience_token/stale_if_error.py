@@ -6,6 +6,10 @@ by a review within the last N seconds stays accepted while reviews fail (timeout
 connections), never past its own ``exp``; ``refused_for=M`` does the same for definite refusals, so
 a caller refused a moment ago still gets its 401/403 rather than a 503. 0 turns either off.
 
+The window never answers when the API server refuses the reviewer's *own* credentials (401: its
+token is not valid; 403: it may not create TokenReviews, a lost RBAC binding): that is an operator's
+error, not an outage, and it surfaces at once as 503s (the cause in the log) rather than hiding behind old verdicts.
+
 Each new review's verdict replaces the kept one: a token accepted an hour ago and refused a second
 ago is not accepted in an outage. What it costs: a Pod deleted during an outage keeps working for
 up to N seconds after its token's last successful review (see the trade-off table in
@@ -25,6 +29,9 @@ from audience_token.cache import TtlLru
 from audience_token.errors import ConfigError
 
 V = TypeVar("V")
+
+OPERATOR_ERRORS: Final = frozenset({"http_401", "http_403"})
+"""``ReviewUnavailable.cause`` values the window never answers for: the reviewer's own credentials refused."""
 
 RECHECK_SECONDS: Final = 1.0
 """While the window answers, a review is tried again at most this often per token (the rest from the cache)."""
@@ -95,6 +102,10 @@ class StaleVerdicts(Generic[V]):
         """Drop what was kept for ``key`` (a review answered with something that must not be kept)."""
         self._kept.put(key, None, ttl=0)  # type: ignore[arg-type]
 
-    def recall(self, key: bytes) -> V | None:
-        """The verdict kept for ``key`` if its window is still open; for use only when no review can be had."""
-        return self._kept.get(key)
+    def recall(self, key: bytes, *, cause: str = "") -> V | None:
+        """The verdict kept for ``key`` if its window is still open; for use only when no review can be had.
+
+        ``cause``: why not (``ReviewUnavailable.cause``); None for the reviewer's own credentials refused
+        (``OPERATOR_ERRORS``), whatever is kept.
+        """
+        return None if cause in OPERATOR_ERRORS else self._kept.get(key)

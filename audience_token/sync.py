@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from audience_token.answers import Verifier
-from audience_token.errors import ReviewUnavailable
+from audience_token.errors import ReviewUnavailable, VerificationError, unexpected
 from audience_token.identity import Identity
 
 
@@ -63,28 +63,55 @@ class SyncVerifier:
         return f"SyncVerifier({self.verifier!r})"
 
     def verify(self, token: str) -> Identity:
-        """The caller's Identity, or raises Unauthenticated, NotAllowed or ReviewUnavailable."""
-        known = self.lookup(token)
-        if known is not None:
-            return known
-        future = asyncio.run_coroutine_threadsafe(self.verifier.verify(token), self._running_loop())
+        """The caller's Identity, or raises Unauthenticated, NotAllowed or ReviewUnavailable.
+
+        Any other exception (a closed loop racing ``close()``, a cancelled review, a defect in a
+        verifier of one's own) is ``errors.unexpected``: a ReviewUnavailable, a 503, never a 500.
+        """
         try:
-            return future.result(self.timeout)
-        except concurrent.futures.TimeoutError:
-            future.cancel()
-            raise self._late() from None
+            known = self.lookup(token)
+            if known is not None:
+                return known
+            future = self._submitted(token)
+            try:
+                return future.result(self.timeout)
+            except concurrent.futures.TimeoutError:
+                future.cancel()
+                raise self._late() from None
+        except VerificationError:
+            raise
+        except (Exception, asyncio.CancelledError) as error:  # a thread is not cancelled: the review was
+            raise unexpected(error) from None
 
     async def averify(self, token: str) -> Identity:
         """``verify`` for a coroutine on any event loop; the review itself runs on the private loop."""
-        known = self.lookup(token)
-        if known is not None:
-            return known
-        future = asyncio.run_coroutine_threadsafe(self.verifier.verify(token), self._running_loop())
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout)
-        except TimeoutError:
-            future.cancel()
-            raise self._late() from None
+            known = self.lookup(token)
+            if known is not None:
+                return known
+            future = self._submitted(token)
+            try:
+                return await asyncio.wait_for(asyncio.wrap_future(future), self.timeout)
+            except TimeoutError:
+                future.cancel()
+                raise self._late() from None
+        except VerificationError:
+            raise
+        except asyncio.CancelledError as error:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise  # this coroutine itself is cancelled: let it go
+            raise unexpected(error) from None  # the review was cancelled on the private loop
+        except Exception as error:
+            raise unexpected(error) from None
+
+    def _submitted(self, token: str) -> concurrent.futures.Future[Identity]:
+        coroutine = self.verifier.verify(token)
+        try:
+            return asyncio.run_coroutine_threadsafe(coroutine, self._running_loop())
+        except BaseException:
+            coroutine.close()  # never scheduled: no "never awaited" warning
+            raise
 
     def close(self) -> None:
         """Close the verifier's client and stop the private loop; the next ``verify`` starts a new one."""

@@ -97,7 +97,9 @@ class AudienceTokenMiddleware:
             environ[IDENTITY_KEY] = verdict
             return self.app(environ, start_response)
         start_response(f"{verdict.status} {HTTPStatus(verdict.status).phrase}", verdict.all_headers())
-        return [verdict.body]
+        # HEAD: the headers only. Werkzeug's server writes whatever the app returns, and a body after a
+        # HEAD answer would be read as the next response on the connection.
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [verdict.body]
 
     def verdict(self, authorization: str | None) -> Identity | HttpRefusal:
         """The caller for an ``Authorization`` header (as WSGI gives it), or the answer that refuses it."""

@@ -71,6 +71,8 @@ urlpatterns = [
     path("async", whoami_async),
     path(OPEN_PATH.lstrip("/"), ready),
     path("secrets/<str:name>", delete),
+    path("admin", ready),
+    path("admin/<str:name>", delete),
 ]
 
 

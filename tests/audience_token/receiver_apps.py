@@ -16,7 +16,7 @@ from audience_token import ReviewerSettings, TokenReviewer
 from audience_token.kube import Credentials
 
 OPEN_PATH = "/healthz/ready"
-RULES = {"DELETE /secrets/*": ["system:serviceaccounts:ops"]}
+RULES = {"DELETE /secrets/*": ["system:serviceaccounts:ops"], "GET /admin/*": ["system:serviceaccounts:ops"]}
 
 
 def environment(

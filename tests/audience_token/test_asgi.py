@@ -17,6 +17,7 @@ from starlette.websockets import WebSocket
 from yarl import URL
 
 from audience_token import Identity, ReviewerSettings, TokenReviewer, protect
+from audience_token.answers import HttpRefusal
 from audience_token.asgi import IDENTITY_KEY, AudienceTokenMiddleware, Message, identity_of
 from tests.audience_token.fake_api import FakeApiServer, fake_token
 from tests.audience_token.servers import answer_of, uvicorn_serving
@@ -89,7 +90,9 @@ async def recording(reviewer: TokenReviewer) -> Recording:
 
 @pytest.fixture
 async def asgi_url(recording: Recording) -> AsyncIterator[str]:
-    app = AudienceTokenMiddleware(starlette_app(), recording, open_paths={"/healthz/ready"})
+    app = AudienceTokenMiddleware(
+        starlette_app(), recording, open_paths={"/healthz/ready"}, rules={"GET /admin/*": "api/reports"}
+    )
     async with uvicorn_serving(app) as url:
         yield url
     assert recording.closed == 1, "the lifespan's end closes the verifier"
@@ -272,3 +275,65 @@ async def test_a_refused_request_with_a_body_leaves_the_connection_usable_for_th
         async with one_connection.post(asgi_url + "/upload", data=b"y" * 1000, headers=bearer(token)) as response:
             assert response.status == 200
             assert (await response.text()).startswith("protected api/api")
+
+
+@pytest.mark.parametrize("path", ["/admin/users", "/admin"])
+async def test_a_get_route_rule_refuses_head_too_and_covers_the_bare_prefix(
+    asgi_url: str, http: aiohttp.ClientSession, path: str
+) -> None:
+    token = fake_token("api", "api", audiences=(AUDIENCE,))
+    async with http.get(asgi_url + path, headers=bearer(token)) as response:
+        assert response.status == 403
+    async with http.head(asgi_url + path, headers=bearer(token)) as response:
+        assert response.status == 403, "Starlette answers HEAD with the GET handler: the GET rule must govern it"
+    async with http.get(asgi_url + "/other", headers=bearer(token)) as response:
+        assert response.status == 200
+
+
+@pytest.mark.parametrize("defect", [RuntimeError("Event loop is closed"), OSError("socket")])
+async def test_a_verifier_whose_close_raises_still_ends_the_lifespan_reporting_shutdown_failed(
+    defect: Exception,
+) -> None:
+    class ClosingFails:
+        audience = AUDIENCE
+
+        async def verify(self, token: str) -> Identity:
+            raise AssertionError("not asked")
+
+        async def close(self) -> None:
+            raise defect
+
+    app = AudienceTokenMiddleware(starlette_app(), ClosingFails())
+    messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return next(messages)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    # The server's side of the lifespan protocol, as uvicorn plays it.
+    await app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, receive, send)
+    assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.failed"]
+    assert sent[1]["message"] == f"closing the token verifier failed: {type(defect).__name__}"
+
+
+async def test_a_refused_head_request_is_answered_with_headers_and_no_body(reviewer: TokenReviewer) -> None:
+    """As the server sees it (uvicorn would drop a HEAD body itself; a server that does not would desync)."""
+    app = AudienceTokenMiddleware(starlette_app(), reviewer)
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "HEAD", "path": "/x", "raw_path": b"/x", "headers": [], "query_string": b""}
+    await app(scope, receive, send)
+    assert sent[0]["status"] == 401
+    refusal = app.gate.token_of([])
+    assert isinstance(refusal, HttpRefusal)
+    assert (b"content-length", str(len(refusal.body)).encode()) in sent[0]["headers"], "the GET answer's length"
+    assert sent[1] == {"type": "http.response.body", "body": b""}

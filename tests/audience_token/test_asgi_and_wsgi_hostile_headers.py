@@ -79,7 +79,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Servers]:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(headers=header_sets)
 @pytest.mark.parametrize("adapter", ["asgi", "wsgi"])
-def test_no_authorization_header_content_gives_a_500_or_an_api_call(
+def test_malformed_authorization_headers_get_a_clean_refusal_never_a_500_nor_an_api_call(
     servers: Servers, adapter: str, headers: list[tuple[bytes, bytes]]
 ) -> None:
     before = servers.api.reviews

@@ -132,3 +132,40 @@ def test_the_cache_ttls_of_mode_tokenreview_come_from_the_settings(fake_api: Fak
     verifier = verifier_from(config)
     assert isinstance(verifier, TokenReviewer)
     assert (verifier.settings.success_ttl, verifier.settings.failure_ttl) == (2.0, 10.0)
+
+
+@pytest.mark.parametrize("path", ["/admin/users", "/admin"])
+async def test_a_get_route_rule_refuses_head_too_and_covers_the_bare_prefix(
+    url: str, http: aiohttp.ClientSession, path: str
+) -> None:
+    async with http.get(url + path, headers=bearer("api", "api")) as response:
+        assert response.status == 403
+    async with http.head(url + path, headers=bearer("api", "api")) as response:
+        assert response.status == 403, "Django answers HEAD with the GET view: the GET rule must govern it"
+    async with http.head(url + path, headers=bearer("ops", "janitor")) as response:
+        assert response.status == 200
+
+
+def test_a_new_settings_dict_never_gets_the_verifier_of_a_freed_one_at_the_same_id() -> None:
+    from audience_token import django
+
+    for n in range(40):
+        config = {"audience": f"audience-{n}", "allow": ["api/*"], "mode": "offline", "issuer": "https://issuer.test"}
+        assert django._shared(config).audience == f"audience-{n}"
+        assert django._shared(config) is django._shared(config), "one verifier per settings dict"
+        del config  # freed: CPython readily gives the next dict the same id
+
+
+async def test_behind_a_mount_prefix_an_open_path_listed_without_it_opens_nothing(
+    fake_api: FakeApiServer, http: aiohttp.ClientSession
+) -> None:
+    """Keys are request.path (SCRIPT_NAME included), as documented; Django routes on path_info."""
+    env = environment(
+        audience=AUDIENCE, allow="api/*,ops/*", server=fake_api.url, ca=str(fake_api.material.ca), own_token=OWN_TOKEN
+    )
+    async with in_a_thread(serving("gunicorn-wsgi", {**env, "SCRIPT_NAME": "/store"})) as url:
+        async with http.get(url + "/store/healthz/ready") as response:
+            assert response.status == 401, "the site lists '/healthz/ready', not '/store/healthz/ready'"
+        async with http.get(url + "/store/", headers=bearer()) as response:
+            assert response.status == 200
+            assert (await response.json())["caller"].startswith("api/api")

@@ -126,7 +126,7 @@ header_sets = st.one_of(
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(headers=header_sets)
-def test_no_authorization_header_content_gives_a_500_or_an_api_call(
+def test_malformed_authorization_headers_get_a_clean_refusal_never_a_500_nor_an_api_call(
     protected: Protected, headers: list[tuple[bytes, bytes]]
 ) -> None:
     before = protected.reviewer.reviews_sent

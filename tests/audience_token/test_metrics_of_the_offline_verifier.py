@@ -61,3 +61,17 @@ async def test_a_token_past_its_refresh_point_is_accepted_and_warned_about(
     assert identity.pod_name == "api-7d9f"
     assert "api/api, Pod api-7d9f" in caplog.text
     assert verifier.counts.stale_tokens == {("api", "api"): 1}
+
+
+async def test_the_stale_token_watch_reads_the_verifiers_injected_wall_clock(
+    issuer: tuple[FakeIssuer, Credentials], caplog: pytest.LogCaptureFixture
+) -> None:
+    fake, credentials = issuer
+    fresh = sign(fake.keys[0], claims(lifetime=3600, issued=time.time()))
+    later = time.time() + 0.8 * 3600 + 600  # past the refresh point and its grace, before the expiry
+    async with OfflineVerifier(
+        "secret-store", allow="api/*", credentials=credentials, clock=Clock(), wall_clock=lambda: later
+    ) as verifier:
+        with caplog.at_level(logging.WARNING, logger="audience_token"):
+            await verifier.verify(fresh)
+    assert verifier.counts.stale_tokens == {("api", "api"): 1}, "the watch read the system clock instead"

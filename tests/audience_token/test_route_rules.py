@@ -60,3 +60,19 @@ def test_route_rules_match_method_and_exact_or_prefix_path_first_match_deciding(
 def test_a_malformed_route_key_is_a_config_error(key: str) -> None:
     with pytest.raises(ConfigError, match="METHOD /path"):
         RouteRules({key: "api/*"})
+
+
+def test_a_get_rule_governs_head_too_since_frameworks_answer_head_with_the_get_handler() -> None:
+    rules = RouteRules({"GET /admin/*": "ops/*", "GET /report": "ops/*"})
+    assert rules.refuses(identity("api", "api"), "HEAD", "/admin/users") == "GET /admin/*"
+    assert rules.refuses(identity("api", "api"), "HEAD", "/report") == "GET /report"
+    assert rules.allows(identity("ops", "a"), "HEAD", "/admin/users")
+    assert rules.allows(identity("api", "api"), "POST", "/admin/users"), "GET governs HEAD only, not other methods"
+
+
+def test_a_prefix_rule_covers_the_bare_prefix_itself_but_not_a_longer_name() -> None:
+    rules = RouteRules({"* /admin/*": "ops/*"})
+    assert rules.refuses(identity("api", "api"), "GET", "/admin") == "* /admin/*"
+    assert rules.refuses(identity("api", "api"), "DELETE", "/admin/") == "* /admin/*"
+    assert rules.allows(identity("api", "api"), "GET", "/administrators"), "another route is not ruled"
+    assert rules.allows(identity("api", "api"), "GET", "/"), "'/*' of '/admin/*' is not '/'"

@@ -107,3 +107,12 @@ def test_forget_drops_what_was_kept(clock: Clock, wall: Clock) -> None:
     kept.keep(KEY, "accepted", accepted=True, expires_at=wall.now + 3600)
     kept.forget(KEY)
     assert kept.recall(KEY) is None
+
+
+def test_nothing_is_recalled_when_the_reviewers_own_credentials_are_refused(clock: Clock, wall: Clock) -> None:
+    kept = store(300, 300, clock, wall)
+    kept.keep(KEY, "accepted", accepted=True, expires_at=wall.now + 3600)
+    assert kept.recall(KEY, cause="http_401") is None
+    assert kept.recall(KEY, cause="http_403") is None
+    assert kept.recall(KEY, cause="http_503") == "accepted", "an outage proper is what the window is for"
+    assert kept.recall(KEY, cause="timeout") == "accepted"

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from audience_token import NotAllowed, ReviewerSettings, ReviewUnavailable, TokenReviewer
+from audience_token import NotAllowed, ReviewerSettings, ReviewUnavailable, TokenReviewer, Unauthenticated
 from audience_token.stale_if_error import StaleIfError
 from tests.audience_token.conftest import Clock
 from tests.audience_token.fake_api import FakeApiServer, fake_token
@@ -140,3 +140,41 @@ async def test_a_token_never_accepted_is_503_in_an_outage(
     fake_api.fault = "503"
     with pytest.raises(ReviewUnavailable):
         await stale_reviewer.verify(fake_token())
+
+
+async def test_a_refusal_resting_on_the_api_servers_error_forgets_the_kept_acceptance(
+    stale_reviewer: TokenReviewer, fake_api: FakeApiServer, clock: Clock
+) -> None:
+    """Accepted, then refused with a status.error (not kept, not cached), then an outage: 503, not the old yes."""
+    token = fake_token()
+    await stale_reviewer.verify(token)
+    clock.now += 11  # past the cache entry, well within the 300 s window
+    fake_api.answer = {"authenticated": False, "error": "the token's service account was deleted"}
+    with pytest.raises(Unauthenticated):
+        await stale_reviewer.verify(token)
+    fake_api.answer = None
+    fake_api.fault = "503"
+    clock.now += 1
+    with pytest.raises(ReviewUnavailable):
+        await stale_reviewer.verify(token)
+    assert stale_reviewer.counts.served_stale == {}
+
+
+@pytest.mark.parametrize("fault", ["401", "403"])
+async def test_the_window_never_answers_when_the_reviewers_own_credentials_are_refused(
+    stale_reviewer: TokenReviewer, fake_api: FakeApiServer, clock: Clock, fault: str
+) -> None:
+    """A lost RBAC binding or a refused own token is an operator's error: 503 at once, not old verdicts."""
+    accepted, refused = fake_token(), fake_token(audiences=("data-store",))
+    await stale_reviewer.verify(accepted)
+    with pytest.raises(Unauthenticated):
+        await stale_reviewer.verify(refused)
+    fake_api.fault = fault
+    clock.now += 11  # past the cache entries, within both windows
+    for token in (accepted, refused):
+        with pytest.raises(ReviewUnavailable):
+            await stale_reviewer.verify(token)
+    assert stale_reviewer.counts.served_stale == {}
+    fake_api.fault = "503"  # an outage proper: the window answers again
+    clock.now += 2
+    assert await stale_reviewer.verify(accepted)

@@ -17,7 +17,7 @@ from yarl import URL
 
 from audience_token import ReviewerSettings, TokenReviewer, protect
 from tests.audience_token.fake_api import OWN_TOKEN, FakeApiServer, fake_token
-from tests.audience_token.receiver_apps import environment, flask_app
+from tests.audience_token.receiver_apps import environment, flask_app, reviewer
 from tests.audience_token.servers import answer_of, gunicorn_serving, in_a_thread, werkzeug_serving
 
 AUDIENCE = 'store "prod"'
@@ -158,3 +158,61 @@ async def test_a_refused_request_with_a_body_leaves_the_connection_usable_for_th
         async with one_connection.post(url + "/upload", data=b"y" * 1000, headers=bearer(token)) as response:
             assert response.status == 200
             assert (await response.text()).startswith("protected api/api")
+
+
+@pytest.mark.parametrize("path", ["/admin/users", "/admin"])
+async def test_a_get_route_rule_refuses_head_too_and_covers_the_bare_prefix(
+    url: str, http: aiohttp.ClientSession, path: str
+) -> None:
+    api = fake_token("api", "api", audiences=(AUDIENCE,))
+    async with http.get(url + path, headers=bearer(api)) as response:
+        assert response.status == 403
+    async with http.head(url + path, headers=bearer(api)) as response:
+        assert response.status == 403, "Flask answers HEAD with the GET view: the GET rule must govern it"
+    ops = fake_token("ops", "janitor", audiences=(AUDIENCE,))
+    async with http.head(url + path, headers=bearer(ops)) as response:
+        assert response.status == 200
+
+
+async def test_behind_a_mount_prefix_rules_and_open_paths_are_keyed_by_the_full_path(
+    fake_api: FakeApiServer, http: aiohttp.ClientSession
+) -> None:
+    """SCRIPT_NAME + PATH_INFO, as documented: a key without the prefix opens nothing."""
+    from flask import Flask
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+    from audience_token.wsgi import AudienceTokenMiddleware
+
+    env = environment(
+        audience=AUDIENCE, allow=ALLOW, server=fake_api.url, ca=str(fake_api.material.ca), own_token=OWN_TOKEN
+    )
+    inner = Flask("mounted")
+
+    @inner.get("/<path:rest>")
+    def anything(rest: str) -> str:
+        return f"mounted {rest}"
+
+    protected = AudienceTokenMiddleware(
+        inner.wsgi_app,
+        reviewer(env),
+        open_paths={"/store/healthz", "/open"},
+        rules={"GET /store/admin/*": ["system:serviceaccounts:ops"]},
+    )
+    site = DispatcherMiddleware(lambda environ, start_response: [], {"/store": protected})
+    api = bearer(fake_token("api", "api", audiences=(AUDIENCE,)))
+    ops = bearer(fake_token("ops", "janitor", audiences=(AUDIENCE,)))
+    try:
+        async with in_a_thread(werkzeug_serving(site)) as url:
+            async with http.get(url + "/store/healthz") as response:
+                assert response.status == 200
+            async with http.get(url + "/store/open") as response:
+                assert response.status == 401, "an open path written without the mount prefix opens nothing"
+            for method in ("GET", "HEAD"):
+                async with http.request(method, url + "/store/admin/users", headers=api) as response:
+                    assert response.status == 403, method
+                async with http.request(method, url + "/store/admin/users", headers=ops) as response:
+                    assert response.status == 200, method
+            async with http.get(url + "/store/reports", headers=api) as response:
+                assert response.status == 200
+    finally:
+        await asyncio.to_thread(protected.verifier.close)
