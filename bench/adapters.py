@@ -37,6 +37,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from aiohttp import web
@@ -161,7 +162,9 @@ def _aiohttp_app(loop: asyncio.AbstractEventLoop, token: str, handler: Handler, 
         return make_mocked_request("GET", "/", headers={"Authorization": f"Bearer {token}"}, app=app)
 
     mocked = loop.run_until_complete(make())
-    parts = (mocked._message, mocked._payload, mocked._protocol, mocked._payload_writer, mocked._task, loop)
+    # What a Request reads of the server's connection (RequestHandler) when built; a Mock's attributes cost ~10 us.
+    connection: Any = SimpleNamespace(ssl_context=None, peername=("127.0.0.1", 40000), sockname=("127.0.0.1", 80))
+    parts = (mocked._message, mocked._payload, connection, mocked._payload_writer, mocked._task, loop)
 
     async def call() -> None:
         response = await app._handle(web.Request(*parts))  # as the server's protocol builds each request
