@@ -251,7 +251,11 @@ def _fastapi(loop: asyncio.AbstractEventLoop, reviewer: TokenReviewer, token: st
 
 
 class _NothingScheme(SecurityBase):
-    """A ``Security`` dependency that does nothing, of ``Caller``'s shape: a scheme taking the request."""
+    """A ``Security`` dependency that does nothing, of ``Caller``'s shape: a scheme taking the request.
+
+    At module level: FastAPI resolves the string annotation ``HTTPConnection`` in the module's globals (inside a
+    function it would not find it, and answer every request 422).
+    """
 
     def __init__(self) -> None:
         self.model = HTTPBearerModel()
