@@ -3,11 +3,16 @@
 For each framework, the same "hello" app is called in-process (no socket: only the framework's and the
 adapter's own work) without the adapter and with it, on a token already cached:
 
-- aiohttp: ``token_middleware`` around the handler (a mocked request, as bench/verify.py measures it);
+- aiohttp: the application's own request path (``Application._handle``: router, middleware chain, handler,
+  on a fresh ``Request`` per call, built as the server builds one) without and with ``token_middleware``; and, for
+  scale, with a middleware that does nothing (what aiohttp's chain costs for any middleware);
 - ASGI: Starlette behind ``audience_token.asgi.AudienceTokenMiddleware``;
-- FastAPI: a route with and without the ``Caller`` dependency;
+- FastAPI: a route with and without the ``Caller`` dependency; and, for scale, with a do-nothing ``Security``
+  dependency of the same shape (a ``SecurityBase`` taking the request), which is what FastAPI charges for any;
 - WSGI: Flask with ``app.wsgi_app`` behind ``audience_token.wsgi.AudienceTokenMiddleware``;
 - Django: the WSGI handler with an empty ``MIDDLEWARE`` and with ``audience_token.django``'s.
+
+Every adapter's added cost is also given as a ratio to the aiohttp middleware's, measured in the same run.
 
 Two figures per adapter: microseconds (median of 7 rounds of at least 0.2 s each, bare and protected
 alternating), and, with ``--instructions``, CPU instructions per request under callgrind (a child process
@@ -32,13 +37,19 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
+from aiohttp.typedefs import Handler, Middleware
+from fastapi.openapi.models import HTTPBearer as HTTPBearerModel
+from fastapi.requests import HTTPConnection
+from fastapi.security.base import SecurityBase
 
 from audience_token import ReviewerSettings, TokenReviewer, token_middleware
 from audience_token.sync import SyncVerifier
-from bench.verify import AUDIENCE, BenchApi, bench_token, hello, hello_caller
+from bench.verify import AUDIENCE, BenchApi, bench_token, hello, hello_caller, noop_middleware
 
 ROUNDS = 7
 KEPT = ReviewerSettings(success_ttl=3600)
@@ -131,22 +142,51 @@ def subjects(api: ApiThread, token: str) -> list[Subject]:
     reviewer = api.api.reviewer(settings=KEPT)
     api.warm(reviewer, token)
     loop = asyncio.new_event_loop()
-    found = [_aiohttp(loop, reviewer, token), _asgi(loop, reviewer, token), _fastapi(loop, reviewer, token)]
-    found.append(_fastapi_scale(loop, token))
+    found = [_aiohttp(loop, reviewer, token), _aiohttp_scale(loop, token), _asgi(loop, reviewer, token)]
+    found += [_fastapi(loop, reviewer, token), _fastapi_scale(loop, token)]
     found += [_flask(reviewer, token), _django(api, token)]
     return found
 
 
-def _aiohttp(loop: asyncio.AbstractEventLoop, reviewer: TokenReviewer, token: str) -> Subject:
-    async def make() -> Any:
-        return make_mocked_request("GET", "/", headers={"Authorization": f"Bearer {token}"})
+AIOHTTP = "aiohttp (token_middleware)"
+"""The row every other adapter's added cost is compared with."""
 
-    request = loop.run_until_complete(make())
-    middleware = token_middleware(reviewer)
+
+def _aiohttp_app(loop: asyncio.AbstractEventLoop, token: str, handler: Handler, middlewares: list[Middleware]) -> Batch:
+    """``n`` requests through an aiohttp application's request path, each on a fresh ``Request``."""
+    app = web.Application(middlewares=middlewares)
+    app.router.add_get("/", handler)
+    app.freeze()
+
+    async def make() -> web.Request:
+        return make_mocked_request("GET", "/", headers={"Authorization": f"Bearer {token}"}, app=app)
+
+    mocked = loop.run_until_complete(make())
+    # What a Request reads of the server's connection (RequestHandler) when built; a Mock's attributes cost ~10 us.
+    connection: Any = SimpleNamespace(ssl_context=None, peername=("127.0.0.1", 40000), sockname=("127.0.0.1", 80))
+    parts = (mocked._message, mocked._payload, connection, mocked._payload_writer, mocked._task, loop)
+
+    async def call() -> None:
+        response = await app._handle(web.Request(*parts))  # as the server's protocol builds each request
+        assert response.status == 200, response.status
+
+    return _async_batch(loop, call)
+
+
+def _aiohttp(loop: asyncio.AbstractEventLoop, reviewer: TokenReviewer, token: str) -> Subject:
     return Subject(
-        "aiohttp (token_middleware)",
-        _async_batch(loop, lambda: hello(request)),
-        _async_batch(loop, lambda: middleware(request, hello_caller)),
+        AIOHTTP,
+        _aiohttp_app(loop, token, hello, []),
+        _aiohttp_app(loop, token, hello_caller, [token_middleware(reviewer)]),
+    )
+
+
+def _aiohttp_scale(loop: asyncio.AbstractEventLoop, token: str) -> Subject:
+    """aiohttp's own cost of one middleware, which any middleware brings: one that does nothing."""
+    return Subject(
+        "  for scale: aiohttp, a do-nothing middleware",
+        _aiohttp_app(loop, token, hello, []),
+        _aiohttp_app(loop, token, hello, [noop_middleware]),
     )
 
 
@@ -210,27 +250,40 @@ def _fastapi(loop: asyncio.AbstractEventLoop, reviewer: TokenReviewer, token: st
     )
 
 
+class _NothingScheme(SecurityBase):
+    """A ``Security`` dependency that does nothing, of ``Caller``'s shape: a scheme taking the request.
+
+    At module level: FastAPI resolves the string annotation ``HTTPConnection`` in the module's globals (inside a
+    function it would not find it, and answer every request 422).
+    """
+
+    def __init__(self) -> None:
+        self.model = HTTPBearerModel()
+        self.scheme_name = "Nothing"
+
+    async def __call__(self, request: HTTPConnection) -> None:
+        return None
+
+
 def _fastapi_scale(loop: asyncio.AbstractEventLoop, token: str) -> Subject:
-    """FastAPI's own cost of one dependency, which any ``Depends`` brings: a dependency that does nothing."""
-    from fastapi import Depends, FastAPI
+    """FastAPI's own cost of one ``Security`` dependency, which any brings: one that does nothing."""
+    from fastapi import FastAPI, Security
     from fastapi.responses import PlainTextResponse
 
     bare, with_nothing = FastAPI(), FastAPI()
-
-    async def nothing() -> None:
-        return None
+    nothing = _NothingScheme()
 
     @bare.get("/", response_class=PlainTextResponse)
     async def plain() -> str:
         return "hello"
 
     @with_nothing.get("/", response_class=PlainTextResponse)
-    async def with_dependency(_: None = Depends(nothing)) -> str:
+    async def with_dependency(_: None = Security(nothing)) -> str:
         return "hello"
 
     scope = _scope(token)
     return Subject(
-        "  for scale: FastAPI, a do-nothing dependency",
+        "  for scale: FastAPI, a do-nothing Security dependency",
         _async_batch(loop, lambda: bare(dict(scope), _receive, _send)),
         _async_batch(loop, lambda: with_nothing(dict(scope), _receive, _send)),
     )
@@ -412,6 +465,13 @@ def instructions(names: list[str], *, requests: int) -> dict[str, tuple[float, f
     return counts
 
 
+def against_aiohttp(figures: dict[str, tuple[float, float]], name: str) -> float:
+    """What ``name``'s adapter adds per request, as a multiple of what the aiohttp middleware adds (same run)."""
+    bare, protected = figures[name]
+    aiohttp_bare, aiohttp_protected = figures[AIOHTTP]
+    return (protected - bare) / (aiohttp_protected - aiohttp_bare)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instructions", action="store_true", help="also count instructions under callgrind")
@@ -425,11 +485,12 @@ def main() -> None:
     token = bench_token()
     found = subjects(api, token)
     _settle()
-    print("| adapter, cache hit | bare us/request | with it | added us | ratio |")
-    print("| --- | --- | --- | --- | --- |")
-    for subject in found:
-        bare, protected = wall_clock(subject)
-        print(f"| {subject.name} | {bare:.1f} | {protected:.1f} | {protected - bare:.1f} | {bare / protected:.2f}x |")
+    print("| adapter, cache hit | bare us/request | with it | added us | ratio | added, vs aiohttp's middleware |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    timed = {subject.name: wall_clock(subject) for subject in found}
+    for name, (bare, protected) in timed.items():
+        print(f"| {name} | {bare:.1f} | {protected:.1f} | {protected - bare:.1f} | {bare / protected:.2f}x |", end="")
+        print(f" {against_aiohttp(timed, name):.2f}x |")
     print()
     print("| cache hit | us per call |")
     print("| --- | --- |")
@@ -437,11 +498,12 @@ def main() -> None:
         print(f"| {name} | {micros:.2f} |")
     if arguments.instructions:
         print()
-        print("| adapter, cache hit | bare instructions/request | with it | added | ratio |")
-        print("| --- | --- | --- | --- | --- |")
+        print("| adapter, cache hit | bare instructions/request | with it | added | ratio | added, vs aiohttp's |")
+        print("| --- | --- | --- | --- | --- | --- |")
         counted = instructions([s.name for s in found], requests=arguments.requests)
         for name, (bare_i, with_i) in counted.items():
-            print(f"| {name} | {bare_i:,.0f} | {with_i:,.0f} | {with_i - bare_i:,.0f} | {bare_i / with_i:.2f}x |")
+            added, ratio = with_i - bare_i, against_aiohttp(counted, name)
+            print(f"| {name} | {bare_i:,.0f} | {with_i:,.0f} | {added:,.0f} | {bare_i / with_i:.2f}x | {ratio:.2f}x |")
     api.close()
 
 
