@@ -10,7 +10,7 @@
         └── ReviewUnavailable        no answer could be had (API server down, slow, 5xx, or it refused
                                      the verifier's own credentials); never cached, worth a retry
 
-A receiver maps them to HTTP in one place (``audience_token.middleware``): Unauthenticated → 401,
+A receiver maps them to HTTP in one place (``audience_token.answers``, for every adapter): Unauthenticated → 401,
 NotAllowed → 403, ReviewUnavailable → 503. Messages say what to do and never contain a token.
 """
 
