@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from tests.e2e.conftest import ADMIN_TOKEN, ISSUER, ControlPlane
+from tests.e2e.pods import annotated
 from tests.e2e.tokens import request_token
 from tests.tools import REPO
 
@@ -65,6 +66,13 @@ def reviewer_identity(control_plane: ControlPlane, *, bound: bool) -> ReviewerAc
 
 
 _TOKENREVIEWS = re.compile(r'^apiserver_request_total\{([^}]*resource="tokenreviews"[^}]*)\} ([0-9.e+]+)$', re.M)
+
+
+def annotated_caller(control_plane: ControlPlane, *, audience: str) -> dict[str, Any]:
+    """A caller Pod (ServiceAccount ``app``) annotated for ``audience``, admitted through the webhook, as stored."""
+    stored = control_plane.create_pod(control_plane.namespace(), annotated(audience=audience))
+    assert stored["spec"]["volumes"], "the webhook gave the Pod its token volume"
+    return stored
 
 
 def tokenreviews_served(control_plane: ControlPlane) -> int:

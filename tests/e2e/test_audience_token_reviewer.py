@@ -28,8 +28,13 @@ from audience_token import (
     protect,
 )
 from tests.e2e.conftest import ControlPlane, Registered
-from tests.e2e.pods import annotated
-from tests.e2e.reviewer_support import Forwarder, ReviewerAccount, reviewer_identity, tokenreviews_served
+from tests.e2e.reviewer_support import (
+    Forwarder,
+    ReviewerAccount,
+    annotated_caller,
+    reviewer_identity,
+    tokenreviews_served,
+)
 from tests.e2e.tokens import kubelet_token, request_token, token_bound_to
 from tests.tls_material import free_port
 
@@ -47,10 +52,7 @@ def receiver(control_plane: ControlPlane) -> ReviewerAccount:
 @pytest.fixture
 def caller_pod(registered: Registered, control_plane: ControlPlane) -> dict[str, Any]:
     """A caller Pod (ServiceAccount ``app``) annotated for the secret store, as the API server stored it."""
-    namespace = control_plane.namespace()
-    stored = control_plane.create_pod(namespace, annotated(audience=AUDIENCE))
-    assert stored["spec"]["volumes"], "the webhook gave the Pod its token volume"
-    return stored
+    return annotated_caller(control_plane, audience=AUDIENCE)
 
 
 def reviewer_for(receiver: ReviewerAccount, *, allow: str = "*/app", **settings: Any) -> TokenReviewer:

@@ -22,8 +22,7 @@ import aiohttp
 import pytest
 
 from tests.e2e.conftest import ISSUER, ControlPlane, Registered
-from tests.e2e.pods import annotated
-from tests.e2e.reviewer_support import Forwarder, ReviewerAccount, reviewer_identity
+from tests.e2e.reviewer_support import Forwarder, ReviewerAccount, annotated_caller, reviewer_identity
 from tests.e2e.tokens import claims_of, kubelet_token, request_token, token_bound_to
 from tests.proxy.process import ProxyProcess, proxy_process
 from tests.proxy.scenarios import DRAIN_SECONDS, MiB, drain_under_load, stream_100_mib_each_way
@@ -43,9 +42,7 @@ def receiver(control_plane: ControlPlane) -> ReviewerAccount:
 @pytest.fixture
 def caller_pod(registered: Registered, control_plane: ControlPlane) -> dict[str, Any]:
     """A caller Pod (ServiceAccount ``app``) annotated for the secret store, as the API server stored it."""
-    stored = control_plane.create_pod(control_plane.namespace(), annotated(audience=AUDIENCE))
-    assert stored["spec"]["volumes"], "the webhook gave the Pod its token volume"
-    return stored
+    return annotated_caller(control_plane, audience=AUDIENCE)
 
 
 @pytest.fixture

@@ -27,8 +27,7 @@ from audience_token.asgi import AudienceTokenMiddleware, identity_of
 from tests.audience_token.receiver_apps import environment
 from tests.audience_token.servers import gunicorn_serving, in_a_thread, uvicorn_serving
 from tests.e2e.conftest import ControlPlane, Registered
-from tests.e2e.pods import annotated
-from tests.e2e.reviewer_support import Forwarder, ReviewerAccount, reviewer_identity
+from tests.e2e.reviewer_support import Forwarder, ReviewerAccount, annotated_caller, reviewer_identity
 from tests.e2e.tokens import kubelet_token, request_token, token_bound_to
 
 pytestmark = pytest.mark.e2e
@@ -50,10 +49,7 @@ def receiver_account(control_plane: ControlPlane) -> ReviewerAccount:
 
 @pytest.fixture
 def caller_pod(registered: Registered, control_plane: ControlPlane) -> dict[str, Any]:
-    namespace = control_plane.namespace()
-    stored = control_plane.create_pod(namespace, annotated(audience=AUDIENCE))
-    assert stored["spec"]["volumes"], "the webhook gave the Pod its token volume"
-    return stored
+    return annotated_caller(control_plane, audience=AUDIENCE)
 
 
 async def whoami(request: Request) -> JSONResponse:

@@ -13,8 +13,7 @@ import pytest
 from audience_token import Credentials, ReviewerSettings, ReviewUnavailable, TokenReviewer
 from audience_token.stale_if_error import StaleIfError
 from tests.e2e.conftest import ControlPlane, Registered
-from tests.e2e.pods import annotated
-from tests.e2e.reviewer_support import Forwarder, ReviewerAccount, reviewer_identity
+from tests.e2e.reviewer_support import Forwarder, ReviewerAccount, annotated_caller, reviewer_identity
 from tests.e2e.tokens import kubelet_token
 
 pytestmark = pytest.mark.e2e
@@ -29,9 +28,7 @@ def receiver(control_plane: ControlPlane) -> ReviewerAccount:
 
 @pytest.fixture
 def caller_pod(registered: Registered, control_plane: ControlPlane) -> dict[str, Any]:
-    stored = control_plane.create_pod(control_plane.namespace(), annotated(audience=AUDIENCE))
-    assert stored["spec"]["volumes"], "the webhook gave the Pod its token volume"
-    return stored
+    return annotated_caller(control_plane, audience=AUDIENCE)
 
 
 async def test_a_caller_accepted_just_before_the_api_server_went_away_stays_accepted_within_the_window(
